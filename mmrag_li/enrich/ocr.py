@@ -1,0 +1,441 @@
+"""OCR engines behind the :class:`~mmrag_li.enrich.types.OCREngine` protocol.
+
+Two engines, both offline:
+
+* :class:`TesseractOCR` -- the ``tesseract`` binary through ``pytesseract``: word boxes, per-word
+  confidence, lines from tesseract's block/paragraph/line numbers, language packs, orientation
+  detection (OSD) and a timeout.
+* :class:`RapidOCREngine` -- ``rapidocr_onnxruntime`` (PP-OCRv4 ONNX models shipped in the wheel).
+  It returns text *lines*; word boxes are made by splitting a line's box proportionally to
+  character counts.
+
+Every box an engine returns is in pixels of the image that was passed to ``recognize`` (after the
+caller's EXIF transpose), clipped to it -- whatever rotation or upscaling happened internally.
+Use :func:`get_ocr_engine` to get a shared, already-loaded engine for an :class:`OCRConfig`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import re
+import threading
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from PIL import Image
+
+from ..config import OCRConfig
+from ..errors import MMRAGError, ModelUnavailableError
+from .types import BBox, OCREngine, OCRResult, OCRWord
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "OCRError",
+    "TesseractOCR",
+    "RapidOCREngine",
+    "get_ocr_engine",
+    "prepare_image",
+    "unrotate_box",
+    "clip_box",
+]
+
+
+class OCRError(MMRAGError):
+    """OCR of one image failed (timeout, engine crash); the caller decides whether that is fatal."""
+
+
+# ----------------------------------------------------------------------------------------------
+# geometry helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def prepare_image(image: Image.Image) -> Image.Image:
+    """RGB copy with any transparency composited on white (text on transparent PNGs stays black)."""
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        bg.alpha_composite(rgba)
+        return bg.convert("RGB")
+    if image.mode not in ("RGB", "L"):
+        return image.convert("RGB")
+    return image
+
+
+def clip_box(box: Sequence[float], width: int, height: int) -> BBox:
+    x0, y0, x1, y1 = box
+    x0, x1 = sorted((x0, x1))
+    y0, y1 = sorted((y0, y1))
+    cx0 = int(max(0, min(width, round(x0))))
+    cy0 = int(max(0, min(height, round(y0))))
+    cx1 = int(max(0, min(width, round(x1))))
+    cy1 = int(max(0, min(height, round(y1))))
+    return (cx0, cy0, cx1, cy1)
+
+
+def unrotate_box(box: Sequence[float], angle_cw: int, width: int, height: int) -> Tuple[float, float, float, float]:
+    """Map a box found in the image rotated ``angle_cw`` degrees clockwise back to the unrotated one.
+
+    ``width``/``height`` are the size of the *unrotated* (input) image.
+    """
+    x0, y0, x1, y1 = box
+    a = angle_cw % 360
+    if a == 0:
+        pts = [(x0, y0), (x1, y1)]
+    elif a == 90:  # input (x, y) -> rotated (H - y, x); inverse (u, v) -> (v, H - u)
+        pts = [(v, height - u) for u, v in ((x0, y0), (x1, y1))]
+    elif a == 180:
+        pts = [(width - u, height - v) for u, v in ((x0, y0), (x1, y1))]
+    elif a == 270:  # input (x, y) -> rotated (y, W - x); inverse (u, v) -> (W - v, u)
+        pts = [(width - v, u) for u, v in ((x0, y0), (x1, y1))]
+    else:
+        raise ValueError(f"rotation must be a multiple of 90 degrees, got {angle_cw}")
+    xs = [p[0] for p in pts]
+    ys = [p[1] for p in pts]
+    return (min(xs), min(ys), max(xs), max(ys))
+
+
+def rotate_cw(image: Image.Image, angle_cw: int) -> Image.Image:
+    a = angle_cw % 360
+    if a == 0:
+        return image
+    # PIL's transpose constants name counter-clockwise rotations.
+    op = {90: Image.Transpose.ROTATE_270, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_90}[a]
+    return image.transpose(op)
+
+
+def _upscale_factor(width: int, height: int, target: int, max_factor: float) -> float:
+    """Small images (screenshots, thumbnails of documents) OCR better a little larger."""
+    side = max(width, height)
+    if side <= 0 or side >= target:
+        return 1.0
+    return float(min(max_factor, target / side))
+
+
+def _map_back(box: Sequence[float], scale: float, angle_cw: int, width: int, height: int) -> BBox:
+    """Box in the (rotated, scaled) working image -> clipped box in the input image."""
+    scaled = [c / scale for c in box]
+    return clip_box(unrotate_box(scaled, angle_cw, width, height), width, height)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tesseract
+# ----------------------------------------------------------------------------------------------
+
+
+def _apt_pack(lang: str) -> str:
+    return "tesseract-ocr-" + lang.lower().replace("_", "-")
+
+
+class TesseractOCR:
+    """Tesseract via ``pytesseract.image_to_data``.
+
+    ``lang`` joins packs with '+' (``"eng+deu"``); a missing binary or pack raises
+    :class:`ModelUnavailableError` at construction, naming the apt package to install.
+    """
+
+    name = "tesseract"
+
+    def __init__(
+        self,
+        lang: str = "eng",
+        min_conf: float = 40.0,
+        detect_orientation: bool = True,
+        psm: int = 3,
+        timeout_s: float = 120.0,
+        upscale_below: int = 1000,
+        max_upscale: float = 2.0,
+        osd_min_conf: float = 1.5,
+    ):
+        import pytesseract
+
+        self._pt = pytesseract
+        self.lang = lang
+        self.min_conf = float(min_conf)
+        self.detect_orientation = detect_orientation
+        self.psm = int(psm)
+        self.timeout_s = float(timeout_s)
+        self.upscale_below = int(upscale_below)
+        self.max_upscale = float(max_upscale)
+        self.osd_min_conf = float(osd_min_conf)
+        try:
+            self.version = str(pytesseract.get_tesseract_version())
+        except pytesseract.TesseractNotFoundError as exc:
+            raise ModelUnavailableError(
+                "tesseract binary not found on PATH: install it (apt-get install tesseract-ocr) "
+                "or set pytesseract.pytesseract.tesseract_cmd"
+            ) from exc
+        try:
+            installed = set(pytesseract.get_languages(config=""))
+        except Exception:  # very old tesseract without --list-langs: let recognition fail loudly
+            installed = set()
+        wanted = [p for p in lang.split("+") if p]
+        if not wanted:
+            raise ModelUnavailableError("tesseract: empty language string")
+        if installed:
+            missing = [p for p in wanted if p not in installed]
+            if missing:
+                hints = ", ".join(f"'{p}' (apt-get install {_apt_pack(p)})" for p in missing)
+                raise ModelUnavailableError(
+                    f"tesseract language pack not installed: {hints}; installed: {', '.join(sorted(installed))}"
+                )
+            self._has_osd = "osd" in installed
+        else:
+            self._has_osd = True
+        if detect_orientation and not self._has_osd:
+            log.warning("tesseract 'osd' pack missing (apt-get install tesseract-ocr-osd); orientation detection off")
+            self.detect_orientation = False
+
+    def __repr__(self) -> str:
+        return f"TesseractOCR(lang={self.lang!r}, psm={self.psm}, version={self.version!r})"
+
+    # -- orientation --------------------------------------------------------------------------
+    def detect_rotation(self, image: Image.Image) -> int:
+        """Degrees to rotate clockwise to make the text upright; 0 when OSD cannot tell."""
+        pt = self._pt
+        try:
+            osd = pt.image_to_osd(image, output_type=pt.Output.DICT, config="--psm 0",
+                                  timeout=self.timeout_s)
+        except pt.TesseractError as exc:  # "Too few characters", blank images, ...
+            log.debug("OSD failed, assuming upright: %s", exc)
+            return 0
+        except RuntimeError as exc:  # pytesseract's timeout
+            log.warning("OSD timed out, assuming upright: %s", exc)
+            return 0
+        rotate = int(osd.get("rotate", 0) or 0) % 360
+        conf = float(osd.get("orientation_conf", 0.0) or 0.0)
+        if rotate and conf < self.osd_min_conf:
+            log.debug("OSD says rotate %s but confidence %.2f is too low; keeping 0", rotate, conf)
+            return 0
+        return rotate
+
+    # -- recognition --------------------------------------------------------------------------
+    def recognize(self, image: Image.Image) -> OCRResult:
+        pt = self._pt
+        src = prepare_image(image)
+        width, height = src.size
+        gray = src.convert("L")
+
+        scale = _upscale_factor(width, height, self.upscale_below, self.max_upscale)
+        work = gray
+        if scale > 1.0:
+            work = gray.resize((max(1, round(width * scale)), max(1, round(height * scale))),
+                               Image.Resampling.LANCZOS)
+
+        angle = self.detect_rotation(work) if self.detect_orientation else 0
+        work = rotate_cw(work, angle)
+
+        try:
+            data = pt.image_to_data(work, lang=self.lang, config=f"--psm {self.psm}",
+                                    output_type=pt.Output.DICT, timeout=self.timeout_s)
+        except RuntimeError as exc:  # pytesseract raises RuntimeError('Tesseract process timeout')
+            raise OCRError(f"tesseract timed out after {self.timeout_s:g}s") from exc
+        except pt.TesseractError as exc:
+            raise OCRError(f"tesseract failed: {exc}") from exc
+
+        words: List[OCRWord] = []
+        line_words: Dict[Tuple[int, int, int, int], List[OCRWord]] = {}
+        order: List[Tuple[int, int, int, int]] = []
+        line_index: Dict[Tuple[int, int, int, int], int] = {}
+        n = len(data.get("text", []))
+        for i in range(n):
+            text = (data["text"][i] or "").strip()
+            if not text:
+                continue
+            try:
+                conf = float(data["conf"][i])
+            except (TypeError, ValueError):
+                continue
+            if conf < 0 or conf < self.min_conf:
+                continue
+            key = (data["page_num"][i], data["block_num"][i], data["par_num"][i], data["line_num"][i])
+            if key not in line_words:
+                line_words[key] = []
+                line_index[key] = len(order)
+                order.append(key)
+            box = (data["left"][i], data["top"][i], data["left"][i] + data["width"][i],
+                   data["top"][i] + data["height"][i])
+            word = OCRWord(text=text, conf=round(min(100.0, conf), 2),
+                           bbox=_map_back(box, scale, angle, width, height), line=line_index[key])
+            line_words[key].append(word)
+            words.append(word)
+
+        lines = [" ".join(w.text for w in line_words[k]) for k in order]
+        return OCRResult(words=words, lines=lines, engine=self.name, engine_version=self.version,
+                         lang=self.lang, orientation=angle, width=width, height=height)
+
+
+# ----------------------------------------------------------------------------------------------
+# RapidOCR
+# ----------------------------------------------------------------------------------------------
+
+
+def split_line_into_words(text: str, box: Sequence[float], conf: float, line: int) -> List[OCRWord]:
+    """Word boxes for a text line: the line's box cut proportionally to character positions."""
+    x0, y0, x1, y1 = box
+    n = len(text)
+    if n == 0:
+        return []
+    per_char = (x1 - x0) / n
+    out = []
+    for m in re.finditer(r"\S+", text):
+        wx0 = x0 + m.start() * per_char
+        wx1 = x0 + m.end() * per_char
+        out.append(OCRWord(text=m.group(0), conf=conf, bbox=(int(round(wx0)), int(round(y0)),
+                                                              int(round(wx1)), int(round(y1))), line=line))
+    return out
+
+
+class _ClsSpy:
+    """Wraps RapidOCR's text classifier and remembers its last labels ('0' / '180')."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.last = None
+
+    def __call__(self, imgs):
+        out = self.inner(imgs)
+        try:
+            self.last = out[1]
+        except Exception:  # pragma: no cover - unexpected return shape
+            self.last = None
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+class RapidOCREngine:
+    """PP-OCRv4 (Chinese + English models) through ``rapidocr_onnxruntime``; loads once."""
+
+    name = "rapidocr"
+
+    def __init__(self, min_conf: float = 40.0, detect_orientation: bool = True, lang: str = "ch+en",
+                 threads: int = -1, **rapid_kwargs):
+        try:
+            from rapidocr_onnxruntime import RapidOCR
+        except ImportError as exc:  # pragma: no cover - dependency of the package
+            raise ModelUnavailableError("rapidocr_onnxruntime is not installed (pip install rapidocr-onnxruntime)") from exc
+        self.min_conf = float(min_conf)
+        self.detect_orientation = detect_orientation
+        self.lang = lang
+        try:
+            pkg_version = importlib.metadata.version("rapidocr-onnxruntime")
+        except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+            pkg_version = "unknown"
+        self.version = f"{pkg_version} (PP-OCRv4)"
+        kwargs = dict(rapid_kwargs)
+        if threads and threads > 0:
+            kwargs.setdefault("intra_op_num_threads", threads)
+        self._lock = threading.Lock()  # onnxruntime sessions are shared; keep calls serial
+        self._engine = RapidOCR(**kwargs)
+        # Spy on the 0/180 line classifier so that upside-down pages can be detected.
+        self._cls_spy: Optional[_ClsSpy] = None
+        if hasattr(self._engine, "text_cls"):
+            self._cls_spy = _ClsSpy(self._engine.text_cls)
+            self._engine.text_cls = self._cls_spy
+
+    def __repr__(self) -> str:
+        return f"RapidOCREngine(version={self.version!r})"
+
+    def _run(self, image: Image.Image):
+        """One RapidOCR pass -> (lines, upside_down): most lines flipped by the 0/180 classifier."""
+        with self._lock:
+            if self._cls_spy is not None:
+                self._cls_spy.last = None
+            result, _ = self._engine(image)
+            cls = self._cls_spy.last if self._cls_spy is not None else None
+        result = result or []
+        flipped = 0
+        if cls:
+            flipped = sum(1 for label, score in cls if str(label) == "180" and float(score) >= 0.9)
+        return result, bool(cls) and flipped * 2 > len(cls)
+
+    @staticmethod
+    def _axis_box(poly) -> Tuple[float, float, float, float]:
+        xs = [float(p[0]) for p in poly]
+        ys = [float(p[1]) for p in poly]
+        return (min(xs), min(ys), max(xs), max(ys))
+
+    def _looks_sideways(self, result) -> bool:
+        tall = wide = 0
+        for poly, text, _score in result:
+            x0, y0, x1, y1 = self._axis_box(poly)
+            if len(text) < 3:
+                continue
+            if (y1 - y0) > 1.5 * (x1 - x0):
+                tall += 1
+            else:
+                wide += 1
+        return tall > wide
+
+    def recognize(self, image: Image.Image) -> OCRResult:
+        src = prepare_image(image).convert("RGB")
+        width, height = src.size
+        angle = 0
+        try:
+            result, upside_down = self._run(src)
+            if self.detect_orientation and result:
+                if self._looks_sideways(result):
+                    # Text runs vertically: turn a quarter; the line classifier tells 90 from 270.
+                    rotated, r_upside_down = self._run(rotate_cw(src, 90))
+                    if sum(s for *_, s in rotated) > sum(s for *_, s in result):
+                        result, upside_down, angle = rotated, r_upside_down, 90
+                if upside_down:
+                    # Lines were read after flipping each crop, but reading order and word
+                    # positions are still upside down: recognise the turned page instead.
+                    angle = (angle + 180) % 360
+                    result, _ = self._run(rotate_cw(src, angle))
+        except OCRError:
+            raise
+        except Exception as exc:  # onnxruntime errors on odd inputs
+            raise OCRError(f"rapidocr failed: {exc}") from exc
+
+        words: List[OCRWord] = []
+        lines: List[str] = []
+        for poly, text, score in result:
+            text = (text or "").strip()
+            conf = round(float(score) * 100.0, 2)
+            if not text or conf < self.min_conf:
+                continue
+            # Split in the working (upright) frame, then map every word back.
+            line_box = self._axis_box(poly)
+            idx = len(lines)
+            for w in split_line_into_words(text, line_box, conf, idx):
+                w.bbox = _map_back(w.bbox, 1.0, angle, width, height)
+                words.append(w)
+            lines.append(text)
+        return OCRResult(words=words, lines=lines, engine=self.name, engine_version=self.version,
+                         lang=self.lang, orientation=angle, width=width, height=height)
+
+
+# ----------------------------------------------------------------------------------------------
+# factory
+# ----------------------------------------------------------------------------------------------
+
+_ENGINES: Dict[Tuple, OCREngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def get_ocr_engine(cfg: Optional[OCRConfig] = None) -> Optional[OCREngine]:
+    """The shared engine for ``cfg`` (built on first use, then reused); ``None`` for engine 'none'."""
+    cfg = cfg or OCRConfig()
+    if cfg.engine == "none":
+        return None
+    if cfg.engine == "tesseract":
+        key: Tuple = ("tesseract", cfg.lang, cfg.min_conf, cfg.detect_orientation, cfg.psm, cfg.timeout_s)
+    elif cfg.engine == "rapidocr":
+        key = ("rapidocr", cfg.min_conf, cfg.detect_orientation)
+    else:  # pragma: no cover - pydantic Literal guards this
+        raise ValueError(f"unknown OCR engine {cfg.engine!r}")
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            if cfg.engine == "tesseract":
+                engine = TesseractOCR(lang=cfg.lang, min_conf=cfg.min_conf,
+                                      detect_orientation=cfg.detect_orientation, psm=cfg.psm,
+                                      timeout_s=cfg.timeout_s)
+            else:
+                engine = RapidOCREngine(min_conf=cfg.min_conf, detect_orientation=cfg.detect_orientation)
+            _ENGINES[key] = engine
+        return engine
