@@ -68,7 +68,7 @@ class IngestConfig(BaseModel):
     chunk_size: int = Field(384, description="Tokens per text chunk (256-512 recommended).")
     chunk_overlap: int = 48
     thumbnail_px: int = 256
-    workers: int = 1
+    workers: int = 2
     file_timeout_s: float = 300.0
     collection: str = "default"
     redact_pii: bool = False

@@ -1,0 +1,95 @@
+"""Fusion maths and BM25 on real text: rank collapse per asset, RRF, weighted sums, recency, filters."""
+
+import datetime as dt
+
+import pytest
+from llama_index.core.schema import NodeWithScore, TextNode
+from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
+
+from mmrag_li.retrieval.bm25 import BM25Index, matches_filters
+from mmrag_li.retrieval.fusion import combine_filters, fuse, normalise, rank_assets, recency_factor
+
+
+def nws(asset, score, nid=None, **meta):
+    return NodeWithScore(node=TextNode(id_=nid or f"{asset}:{score}", text="t", metadata={"asset_id": asset, **meta}),
+                         score=score)
+
+
+def test_rank_assets_keeps_best_node_per_asset():
+    ranked = rank_assets([nws("a", 0.2), nws("b", 0.9), nws("a", 0.95), nws("c", 0.1)])
+    assert [a for a, _s, _h in ranked] == ["a", "b", "c"]
+    assert ranked[0][1] == pytest.approx(0.95)
+
+
+def test_rrf_rewards_agreement_between_retrievers():
+    ranked = {
+        "image": rank_assets([nws("car", 0.9), nws("cat", 0.8), nws("doc", 0.1)]),
+        "ocr": rank_assets([nws("doc", 0.7), nws("car", 0.6)]),
+        "bm25": rank_assets([nws("car", 3.0)]),
+    }
+    fused = fuse(ranked, "rrf", rrf_k=60)
+    assert max(fused, key=fused.get) == "car"
+    assert fused["car"] == pytest.approx(1 / 61 + 1 / 62 + 1 / 61)
+    assert fused["doc"] == pytest.approx(1 / 63 + 1 / 61)
+
+
+def test_weighted_fusion_uses_normalised_scores_and_weights():
+    ranked = {"image": rank_assets([nws("x", 0.30), nws("y", 0.20)]),
+              "bm25": rank_assets([nws("y", 12.0), nws("x", 2.0)])}
+    even = fuse(ranked, "weighted")
+    assert even["x"] == pytest.approx(1.0) and even["y"] == pytest.approx(1.0)
+    skewed = fuse(ranked, "weighted", weights={"bm25": 3.0})
+    assert skewed["y"] > skewed["x"]
+
+
+def test_normalise_methods():
+    assert normalise([1.0, 2.0, 3.0]) == [0.0, 0.5, 1.0]
+    assert normalise([5.0, 5.0]) == [1.0, 1.0]
+    z = normalise([1.0, 2.0, 3.0], "zscore")
+    assert z[0] < z[1] < z[2] and all(0 < v < 1 for v in z)
+    assert normalise([]) == []
+
+
+def test_recency_prior_halves_at_most():
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    fresh = recency_factor({"ingested_at": "2026-01-01T00:00:00+00:00"}, 30, now)
+    month = recency_factor({"ingested_at": "2025-12-02T00:00:00+00:00"}, 30, now)
+    ancient = recency_factor({"ingested_at": "1990-01-01T00:00:00+00:00"}, 30, now)
+    assert fresh == pytest.approx(1.0) and month == pytest.approx(0.75) and ancient == pytest.approx(0.5, abs=1e-3)
+    assert recency_factor({}, 30, now) == 1.0
+    assert recency_factor({"ingested_at": "2000-01-01"}, 0, now) == 1.0
+
+
+def test_collection_guard_is_always_applied():
+    user = MetadataFilters(filters=[MetadataFilter(key="source", value="/a.png")])
+    guarded = combine_filters(user, ["public"])
+    assert matches_filters({"collection": "public", "source": "/a.png"}, guarded)
+    assert not matches_filters({"collection": "private", "source": "/a.png"}, guarded)
+    assert not matches_filters({"collection": "public", "source": "/b.png"}, guarded)
+    assert combine_filters(None, None) is None
+
+
+def test_matches_filters_operators():
+    meta = {"page": 3, "ingested_at": "2026-05-01", "modality": "ocr"}
+    f = MetadataFilters(filters=[MetadataFilter(key="page", value=2, operator=FilterOperator.GT),
+                                 MetadataFilter(key="modality", value=["ocr", "text"], operator=FilterOperator.IN)])
+    assert matches_filters(meta, f)
+    f2 = MetadataFilters(filters=[MetadataFilter(key="ingested_at", value="2026-06-01", operator=FilterOperator.GTE)])
+    assert not matches_filters(meta, f2)
+    either = MetadataFilters(filters=f.filters + f2.filters, condition="or")
+    assert matches_filters(meta, either)
+
+
+def test_bm25_finds_exact_identifiers_and_normalised_amounts():
+    nodes = [TextNode(id_="inv", text="INVOICE 4711\nTotal 1,939.00 EUR", metadata={"asset_id": "inv"}),
+             TextNode(id_="inv2", text="Invoice 4712 for consulting, total 250.00", metadata={"asset_id": "inv2"}),
+             TextNode(id_="car", text="A red car parked by the road", metadata={"asset_id": "car"}),
+             TextNode(id_="empty", text="   ", metadata={"asset_id": "e"})]
+    index = BM25Index(nodes)
+    assert len(index) == 3
+    assert index.search("invoice 4711", 3)[0].node.node_id == "inv"
+    assert index.search("1939.00", 3)[0].node.node_id == "inv"
+    assert index.search("red car", 3)[0].node.node_id == "car"
+    assert index.search("zebra", 3) == []
+    only_inv2 = index.search("invoice", 3, predicate=lambda n: n.node_id == "inv2")
+    assert [h.node.node_id for h in only_inv2] == ["inv2"]
