@@ -1,0 +1,228 @@
+"""Images (PNG, JPEG, WebP, TIFF, BMP, GIF) -> ImageNode + OCR / caption TextNodes + crops.
+
+All coordinates (OCR word boxes, crop boxes, ``width``/``height``) refer to the *upright*
+full-resolution image: the stored pixels after EXIF orientation is applied. ``image_path`` points
+at a PNG in the blob store that an embedding model can read directly (upright, alpha composited
+on white, downscaled to ``model_max_side``); ``blob_path`` is the untouched original's copy.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+from llama_index.core.schema import BaseNode
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..enrich.ocr import OCRError, prepare_image
+from ..enrich.tiling import tile_boxes
+from ..errors import IngestError
+from ..schema import CAPTION, CROP, IMAGE, make_image_node, make_text_node, node_id
+from ._common import FORMAT_MIME, MMReader, asset_id_of, check_file, ocr_nodes
+
+SUPPORTED_FORMATS = set(FORMAT_MIME)
+# Images above this many pixels are OCRed on a downscaled copy (boxes are scaled back).
+OCR_MAX_SIDE = 5000
+
+
+def _pillow_version() -> str:
+    import PIL
+
+    return PIL.__version__
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB with transparency composited on white; 16-bit/float images are rescaled."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        img = Image.fromarray(arr.astype(np.uint8), mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    out = prepare_image(img)
+    return out if out.mode == "RGB" else out.convert("RGB")
+
+
+def open_image(path: Path, max_pixels: int) -> Tuple[Image.Image, str, Dict[str, Any]]:
+    """Open, check and fully decode ``path``; returns (upright RGB image, PIL format, info)."""
+    old_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = int(max_pixels) if max_pixels else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            try:
+                img = Image.open(path)
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                m = re.search(r"\((\d+) pixels\)", str(exc))
+                n = m.group(1) if m else "?"
+                raise IngestError(str(path), f"decompression bomb: {n} pixels exceeds limit of {max_pixels}") from None
+            except UnidentifiedImageError:
+                raise IngestError(str(path), "not a supported image: cannot identify image format") from None
+            except PermissionError:
+                raise IngestError(str(path), "permission denied") from None
+            except (OSError, SyntaxError, ValueError) as exc:
+                raise IngestError(str(path), f"truncated or corrupt image: {exc}") from None
+            fmt = img.format or ""
+            if fmt not in SUPPORTED_FORMATS:
+                raise IngestError(str(path), f"unsupported image format: {fmt or 'unknown'}")
+            info: Dict[str, Any] = {"n_frames": getattr(img, "n_frames", 1), "dpi": img.info.get("dpi")}
+            try:
+                if info["n_frames"] > 1:
+                    img.seek(0)  # animated GIF / multi-page TIFF: first frame only
+                img.load()
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                raise IngestError(str(path), f"decompression bomb: {exc}") from None
+            except (OSError, SyntaxError, ValueError, EOFError) as exc:
+                raise IngestError(str(path), f"truncated or corrupt image: {exc}") from None
+            info["exif_orientation"] = _orientation(img)
+            info["exif_transposed"] = info["exif_orientation"] not in (0, 1)
+            upright = img
+            if info["exif_transposed"]:
+                try:
+                    upright = ImageOps.exif_transpose(img)
+                except Exception:  # broken EXIF must not lose the image
+                    upright = img
+                    info["exif_transposed"] = False
+            rgb = to_rgb(upright)
+            if rgb.width < 1 or rgb.height < 1:
+                raise IngestError(str(path), "image has no pixels")
+            return rgb, fmt, info
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1) or 1)
+    except Exception:
+        return 1
+
+
+def _dpi(info: Dict[str, Any]) -> Optional[int]:
+    dpi = info.get("dpi")
+    try:
+        if dpi and float(dpi[0]) > 1:
+            return int(round(float(dpi[0])))
+    except (TypeError, ValueError, IndexError):
+        pass
+    return None
+
+
+class ImageReader(MMReader):
+    """One image file -> ``image`` ImageNode (+ ``ocr``, ``caption`` TextNodes, ``crop`` ImageNodes)."""
+
+    def lazy_load_data(self, file: Any, extra_info: Optional[Dict[str, Any]] = None) -> Iterator[BaseNode]:  # type: ignore[override]
+        yield from self._read(check_file(file), extra_info)
+
+    def _read(self, path: Path, extra_info: Optional[Dict[str, Any]]) -> List[BaseNode]:
+        cfg = self.settings.ingest
+        img, fmt, info = open_image(path, cfg.max_image_pixels)
+        asset_id = asset_id_of(path)
+        source = str(path)
+        width, height = img.size
+        mime = FORMAT_MIME.get(fmt, "image/" + fmt.lower())
+        common = self.common_meta(path, asset_id, mime, extra_info)
+        dpi = _dpi(info)
+
+        blob_path = self.blobs.put_file(path, asset_id)
+        thumb = self.blobs.thumbnail(img, asset_id, cfg.thumbnail_px)
+        model_img = img
+        if max(width, height) > cfg.model_max_side:
+            model_img = img.copy()
+            model_img.thumbnail((cfg.model_max_side, cfg.model_max_side), Image.Resampling.LANCZOS)
+        # The original can be used as is when a model reads it the same way we see it.
+        original_ok = (fmt in ("PNG", "JPEG") and model_img is img and info.get("n_frames", 1) == 1
+                       and not info.get("exif_transposed") and _original_mode_ok(path))
+        image_path = blob_path if original_ok else self.blobs.put_image(model_img, f"{asset_id}-model")
+
+        image_meta = dict(common)
+        image_meta.update(
+            width=width, height=height, dpi=dpi, bbox=[0, 0, width, height], blob_path=blob_path,
+            thumbnail_path=thumb, model_width=model_img.width, model_height=model_img.height,
+            producer="pillow", producer_version=_pillow_version(),
+        )
+        if info.get("n_frames", 1) > 1:
+            image_meta["n_frames"] = info["n_frames"]
+        nodes: List[BaseNode] = []
+        image_node = make_image_node(asset_id=asset_id, source=source, modality=IMAGE, image_path=image_path,
+                                     **image_meta)
+        nodes.append(image_node)
+
+        # OCR on the upright full-resolution image (downscaled only when huge; boxes scaled back).
+        if self.ocr is not None:
+            try:
+                result = _recognize(self.ocr, img)
+                meta = dict(common)
+                meta.update(dpi=dpi, thumbnail_path=thumb, blob_path=blob_path, parent_image_id=image_node.node_id)
+                nodes.extend(ocr_nodes(result, asset_id=asset_id, source=source, id_prefix=(),
+                                       chunk_tokens=cfg.chunk_size, meta=meta))
+                image_node.metadata["orientation"] = result.orientation
+            except OCRError as exc:
+                self._warn(path, f"OCR failed: {exc}")
+                image_node.metadata["ocr_error"] = str(exc)
+
+        if self.captioner is not None:
+            try:
+                caption = (self.captioner.caption([model_img]) or [""])[0].strip()
+            except Exception as exc:  # a captioner crash must not lose the image
+                self._warn(path, f"captioning failed: {exc}")
+                image_node.metadata["caption_error"] = str(exc)
+                caption = ""
+            if caption:
+                meta = dict(common)
+                meta.update(
+                    width=width, height=height, bbox=[0, 0, width, height], thumbnail_path=thumb,
+                    blob_path=blob_path, parent_image_id=image_node.node_id,
+                    producer=getattr(self.captioner, "name", type(self.captioner).__name__),
+                    producer_version=getattr(self.captioner, "version", ""),
+                    caption_model=getattr(self.captioner, "name", type(self.captioner).__name__),
+                )
+                nodes.append(make_text_node(caption, asset_id=asset_id, source=source, modality=CAPTION, **meta))
+
+        tiling = self.settings.tiling
+        if tiling.enabled and max(width, height) > tiling.min_side:
+            for i, box in enumerate(tile_boxes(width, height, tiling.tile, tiling.overlap)):
+                crop = img.crop(box)
+                if max(crop.size) > cfg.model_max_side:
+                    crop.thumbnail((cfg.model_max_side, cfg.model_max_side), Image.Resampling.LANCZOS)
+                crop_path = self.blobs.put_image(crop, f"{asset_id}-tile{i}")
+                meta = dict(common)
+                meta.update(
+                    width=width, height=height, bbox=list(box), tile_index=i, blob_path=blob_path,
+                    thumbnail_path=thumb, parent_image_id=image_node.node_id,
+                    producer="pillow", producer_version=_pillow_version(),
+                )
+                nodes.append(make_image_node(asset_id=asset_id, source=source, modality=CROP,
+                                             image_path=crop_path, id_parts=(i,), **meta))
+        return nodes
+
+
+def _original_mode_ok(path: Path) -> bool:
+    """Plain RGB/L originals decode identically everywhere; alpha, palette, CMYK, 16-bit do not."""
+    try:
+        with Image.open(path) as im:
+            return im.mode in ("RGB", "L") and "transparency" not in im.info
+    except Exception:
+        return False
+
+
+def _recognize(engine: Any, img: Image.Image):
+    w, h = img.size
+    if max(w, h) <= OCR_MAX_SIDE:
+        return engine.recognize(img)
+    small = img.copy()
+    small.thumbnail((OCR_MAX_SIDE, OCR_MAX_SIDE), Image.Resampling.LANCZOS)
+    sx, sy = w / small.width, h / small.height
+    result = engine.recognize(small)
+    for word in result.words:
+        x0, y0, x1, y1 = word.bbox
+        word.bbox = (min(w, int(x0 * sx)), min(h, int(y0 * sy)), min(w, int(round(x1 * sx))), min(h, int(round(y1 * sy))))
+    result.width, result.height = w, h
+    return result
+
+
+__all__ = ["ImageReader", "open_image", "to_rgb", "node_id"]
