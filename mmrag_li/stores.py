@@ -830,7 +830,7 @@ def _weaviate_cls() -> type:
                 objs[clean.node_id] = DataObject(
                     properties=_wv_properties(fields, clean.node_id),
                     uuid=node_uuid(clean.node_id),
-                    vector=vec.tolist(),
+                    vector={"default": vec.tolist()},
                 )
             if len(dims) != 1:
                 raise StoreError(f"collection {self._collection!r}: one batch mixes vector sizes {sorted(dims)}")
