@@ -104,6 +104,23 @@ def rotate_cw(image: Image.Image, angle_cw: int) -> Image.Image:
     return image.transpose(op)
 
 
+def flatten_background(gray: Image.Image, factor: int = 4) -> Image.Image:
+    """Divide out uneven illumination (shadows, vignetting on phone scans and photocopies).
+
+    The background is estimated as a blurred local maximum of a reduced copy; on a clean white
+    page it is ~255 everywhere and the image is unchanged. Costs ~0.1 s for a letter page at 200 dpi.
+    """
+    import numpy as np
+    from PIL import ImageFilter
+
+    small = gray.reduce(factor) if min(gray.size) >= factor * 16 else gray
+    bg = small.filter(ImageFilter.MaxFilter(3)).filter(ImageFilter.GaussianBlur(5))
+    bg = bg.resize(gray.size, Image.Resampling.BILINEAR)
+    a = np.asarray(gray, dtype=np.float32)
+    b = np.maximum(np.asarray(bg, dtype=np.float32), 1.0)
+    return Image.fromarray(np.clip(a / b * 255.0, 0, 255).astype(np.uint8), mode="L")
+
+
 def _upscale_factor(width: int, height: int, target: int, max_factor: float) -> float:
     """Small images (screenshots, thumbnails of documents) OCR better a little larger."""
     side = max(width, height)
@@ -146,6 +163,7 @@ class TesseractOCR:
         upscale_below: int = 1000,
         max_upscale: float = 2.0,
         osd_min_conf: float = 1.5,
+        normalize_background: bool = True,
     ):
         import pytesseract
 
@@ -158,6 +176,7 @@ class TesseractOCR:
         self.upscale_below = int(upscale_below)
         self.max_upscale = float(max_upscale)
         self.osd_min_conf = float(osd_min_conf)
+        self.normalize_background = normalize_background
         try:
             self.version = str(pytesseract.get_tesseract_version())
         except pytesseract.TesseractNotFoundError as exc:
@@ -221,6 +240,8 @@ class TesseractOCR:
         if scale > 1.0:
             work = gray.resize((max(1, round(width * scale)), max(1, round(height * scale))),
                                Image.Resampling.LANCZOS)
+        if self.normalize_background:
+            work = flatten_background(work)
 
         angle = self.detect_rotation(work) if self.detect_orientation else 0
         work = rotate_cw(work, angle)

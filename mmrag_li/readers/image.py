@@ -9,7 +9,6 @@ on white, downscaled to ``model_max_side``); ``blob_path`` is the untouched orig
 from __future__ import annotations
 
 import re
-import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -48,51 +47,56 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def open_image(path: Path, max_pixels: int) -> Tuple[Image.Image, str, Dict[str, Any]]:
-    """Open, check and fully decode ``path``; returns (upright RGB image, PIL format, info)."""
-    old_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = int(max_pixels) if max_pixels else None
+    """Open, check and fully decode ``path``; returns (upright RGB image, PIL format, info).
+
+    The pixel limit is enforced here from the header (before decoding), so it does not depend on
+    warning filters; Pillow's own global ``MAX_IMAGE_PIXELS`` is set to the same limit (thread-safe
+    enough: every reader of one run sets the same value).
+    """
+    if max_pixels:
+        Image.MAX_IMAGE_PIXELS = int(max_pixels)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            try:
-                img = Image.open(path)
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-                m = re.search(r"\((\d+) pixels\)", str(exc))
-                n = m.group(1) if m else "?"
-                raise IngestError(str(path), f"decompression bomb: {n} pixels exceeds limit of {max_pixels}") from None
-            except UnidentifiedImageError:
-                raise IngestError(str(path), "not a supported image: cannot identify image format") from None
-            except PermissionError:
-                raise IngestError(str(path), "permission denied") from None
-            except (OSError, SyntaxError, ValueError) as exc:
-                raise IngestError(str(path), f"truncated or corrupt image: {exc}") from None
-            fmt = img.format or ""
-            if fmt not in SUPPORTED_FORMATS:
-                raise IngestError(str(path), f"unsupported image format: {fmt or 'unknown'}")
-            info: Dict[str, Any] = {"n_frames": getattr(img, "n_frames", 1), "dpi": img.info.get("dpi")}
-            try:
-                if info["n_frames"] > 1:
-                    img.seek(0)  # animated GIF / multi-page TIFF: first frame only
-                img.load()
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-                raise IngestError(str(path), f"decompression bomb: {exc}") from None
-            except (OSError, SyntaxError, ValueError, EOFError) as exc:
-                raise IngestError(str(path), f"truncated or corrupt image: {exc}") from None
-            info["exif_orientation"] = _orientation(img)
-            info["exif_transposed"] = info["exif_orientation"] not in (0, 1)
+        img = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        n = m.group(1) if m else "?"
+        raise IngestError(str(path), f"decompression bomb: {n} pixels exceeds limit of {max_pixels}") from None
+    except UnidentifiedImageError:
+        raise IngestError(str(path), "not a supported image: cannot identify image format") from None
+    except PermissionError:
+        raise IngestError(str(path), "permission denied") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise IngestError(str(path), f"truncated or corrupt image: {exc}") from None
+    w, h = img.size
+    if max_pixels and w * h > max_pixels:
+        img.close()
+        raise IngestError(str(path), f"decompression bomb: {w * h} pixels exceeds limit of {max_pixels}")
+    fmt = img.format or ""
+    if fmt not in SUPPORTED_FORMATS:
+        img.close()
+        raise IngestError(str(path), f"unsupported image format: {fmt or 'unknown'}")
+    info: Dict[str, Any] = {"n_frames": getattr(img, "n_frames", 1), "dpi": img.info.get("dpi")}
+    try:
+        if info["n_frames"] > 1:
+            img.seek(0)  # animated GIF / multi-page TIFF: first frame only
+        img.load()
+    except Image.DecompressionBombError as exc:
+        raise IngestError(str(path), f"decompression bomb: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise IngestError(str(path), f"truncated or corrupt image: {exc}") from None
+    info["exif_orientation"] = _orientation(img)
+    info["exif_transposed"] = info["exif_orientation"] not in (0, 1)
+    upright = img
+    if info["exif_transposed"]:
+        try:
+            upright = ImageOps.exif_transpose(img)
+        except Exception:  # broken EXIF must not lose the image
             upright = img
-            if info["exif_transposed"]:
-                try:
-                    upright = ImageOps.exif_transpose(img)
-                except Exception:  # broken EXIF must not lose the image
-                    upright = img
-                    info["exif_transposed"] = False
-            rgb = to_rgb(upright)
-            if rgb.width < 1 or rgb.height < 1:
-                raise IngestError(str(path), "image has no pixels")
-            return rgb, fmt, info
-    finally:
-        Image.MAX_IMAGE_PIXELS = old_limit
+            info["exif_transposed"] = False
+    rgb = to_rgb(upright)
+    if rgb.width < 1 or rgb.height < 1:
+        raise IngestError(str(path), "image has no pixels")
+    return rgb, fmt, info
 
 
 def _orientation(img: Image.Image) -> int:

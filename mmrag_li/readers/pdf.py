@@ -45,6 +45,14 @@ def pymupdf_version() -> str:
     return f"{pm.__version__} (mupdf {getattr(pm, 'mupdf_version', '?')})"
 
 
+def _has_eof_marker(path: Path, tail: int = 4096) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        size = fh.tell()
+        fh.seek(max(0, size - tail))
+        return b"%%EOF" in fh.read()
+
+
 def _png_to_pil(data: bytes) -> Image.Image:
     import io
 
@@ -60,13 +68,19 @@ class PDFReader(MMReader):
         path = check_file(file)
         pm = _pymupdf()
         cfg = self.settings.ingest
+        has_eof = _has_eof_marker(path)
         try:
             doc = pm.open(str(path), filetype="pdf")
         except pm.EmptyFileError:
             raise IngestError(str(path), "empty file (0 bytes)") from None
         except (pm.FileDataError, RuntimeError, ValueError) as exc:
-            raise IngestError(str(path), f"corrupt or truncated PDF: {exc}") from None
+            what = "truncated PDF (no %%EOF trailer)" if not has_eof else "corrupt PDF"
+            raise IngestError(str(path), f"{what}: {exc}") from None
         try:
+            if doc.is_repaired and not has_eof:
+                # MuPDF can rebuild a cut-off file, but whatever followed the cut (pages, images,
+                # fonts) is silently gone: report it rather than ingest half a document.
+                raise IngestError(str(path), "truncated PDF: file ends without %%EOF trailer (cut short?)")
             if not doc.is_pdf:
                 raise IngestError(str(path), "not a PDF document")
             if doc.needs_pass:
