@@ -71,9 +71,9 @@ __all__ = [
     "weaviate_collection_name",
     "connect_weaviate",
     "node_uuid",
-    "LanceModalityVectorStore",
-    "WeaviateModalityVectorStore",
 ]
+# Also importable (built lazily, so importing this module stays cheap):
+# LanceModalityVectorStore, WeaviateModalityVectorStore.
 
 _log = logging.getLogger(__name__)
 
@@ -626,6 +626,7 @@ def _lance_cls() -> type:
             col = tbl.search().select({"asset_id": "metadata.asset_id"}).limit(None).to_arrow().column("asset_id")
             return {a for a in col.to_pylist() if a}
 
+    LanceModalityVectorStore.__qualname__ = "LanceModalityVectorStore"
     return LanceModalityVectorStore
 
 
@@ -952,6 +953,7 @@ def _weaviate_cls() -> type:
                 self.client.collections.delete(self.index_name)
             self._dim = None
 
+    WeaviateModalityVectorStore.__qualname__ = "WeaviateModalityVectorStore"
     return WeaviateModalityVectorStore
 
 
