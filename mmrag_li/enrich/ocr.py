@@ -162,7 +162,7 @@ class TesseractOCR:
         timeout_s: float = 120.0,
         upscale_below: int = 1000,
         max_upscale: float = 2.0,
-        osd_min_conf: float = 1.5,
+        osd_min_conf: float = 2.0,
         normalize_background: bool = True,
     ):
         import pytesseract
@@ -209,28 +209,23 @@ class TesseractOCR:
         return f"TesseractOCR(lang={self.lang!r}, psm={self.psm}, version={self.version!r})"
 
     # -- orientation --------------------------------------------------------------------------
-    def detect_rotation(self, image: Image.Image) -> int:
-        """Degrees to rotate clockwise to make the text upright; 0 when OSD cannot tell."""
+    def detect_rotation(self, image: Image.Image) -> Tuple[int, float]:
+        """(degrees to rotate clockwise to make the text upright, OSD confidence); (0, 0) when
+        OSD cannot tell (too little text, blank image, timeout)."""
         pt = self._pt
         try:
             osd = pt.image_to_osd(image, output_type=pt.Output.DICT, config="--psm 0",
                                   timeout=self.timeout_s)
         except pt.TesseractError as exc:  # "Too few characters", blank images, ...
             log.debug("OSD failed, assuming upright: %s", exc)
-            return 0
+            return 0, 0.0
         except RuntimeError as exc:  # pytesseract's timeout
             log.warning("OSD timed out, assuming upright: %s", exc)
-            return 0
-        rotate = int(osd.get("rotate", 0) or 0) % 360
-        conf = float(osd.get("orientation_conf", 0.0) or 0.0)
-        if rotate and conf < self.osd_min_conf:
-            log.debug("OSD says rotate %s but confidence %.2f is too low; keeping 0", rotate, conf)
-            return 0
-        return rotate
+            return 0, 0.0
+        return int(osd.get("rotate", 0) or 0) % 360, float(osd.get("orientation_conf", 0.0) or 0.0)
 
     # -- recognition --------------------------------------------------------------------------
     def recognize(self, image: Image.Image) -> OCRResult:
-        pt = self._pt
         src = prepare_image(image)
         width, height = src.size
         gray = src.convert("L")
@@ -243,9 +238,20 @@ class TesseractOCR:
         if self.normalize_background:
             work = flatten_background(work)
 
-        angle = self.detect_rotation(work) if self.detect_orientation else 0
-        work = rotate_cw(work, angle)
+        angle, osd_conf = self.detect_rotation(work) if self.detect_orientation else (0, 0.0)
+        words, lines = self._read(rotate_cw(work, angle), scale, angle, width, height)
+        if angle and osd_conf < self.osd_min_conf:
+            # OSD is unsure (short text): read both ways and keep the more confident reading.
+            words0, lines0 = self._read(work, scale, 0, width, height)
+            if sum(w.conf for w in words0) >= sum(w.conf for w in words):
+                words, lines, angle = words0, lines0, 0
+        return OCRResult(words=words, lines=lines, engine=self.name, engine_version=self.version,
+                         lang=self.lang, orientation=angle, width=width, height=height)
 
+    def _read(self, work: Image.Image, scale: float, angle: int, width: int, height: int
+              ) -> Tuple[List[OCRWord], List[str]]:
+        """image_to_data on the upright working image; boxes mapped back to the input image."""
+        pt = self._pt
         try:
             data = pt.image_to_data(work, lang=self.lang, config=f"--psm {self.psm}",
                                     output_type=pt.Output.DICT, timeout=self.timeout_s)
@@ -256,10 +262,9 @@ class TesseractOCR:
 
         words: List[OCRWord] = []
         line_words: Dict[Tuple[int, int, int, int], List[OCRWord]] = {}
-        order: List[Tuple[int, int, int, int]] = []
         line_index: Dict[Tuple[int, int, int, int], int] = {}
-        n = len(data.get("text", []))
-        for i in range(n):
+        order: List[Tuple[int, int, int, int]] = []
+        for i in range(len(data.get("text", []))):
             text = (data["text"][i] or "").strip()
             if not text:
                 continue
@@ -280,10 +285,7 @@ class TesseractOCR:
                            bbox=_map_back(box, scale, angle, width, height), line=line_index[key])
             line_words[key].append(word)
             words.append(word)
-
-        lines = [" ".join(w.text for w in line_words[k]) for k in order]
-        return OCRResult(words=words, lines=lines, engine=self.name, engine_version=self.version,
-                         lang=self.lang, orientation=angle, width=width, height=height)
+        return words, [" ".join(w.text for w in line_words[k]) for k in order]
 
 
 # ----------------------------------------------------------------------------------------------
