@@ -1,0 +1,37 @@
+"""Generation layer: evidence, prompts, LLMs, extractive answerer, verification, engines, tools.
+
+Import cost is kept low: LlamaIndex core only; the OpenAI clients and the sentence model load
+when used.
+"""
+
+from mmrag_li.generation.evidence import EvidenceItem, build_evidence, make_thumbnail, neutralize
+from mmrag_li.generation.extractive import ExtractiveAnswerer
+from mmrag_li.generation.llms import build_llm
+from mmrag_li.generation.prompts import (
+    CANNOT_VERIFY,
+    EXTRACTIVE_PREFIX,
+    I_DONT_KNOW,
+    STRICT_SYSTEM_PROMPT,
+    SYSTEM_PROMPT,
+    build_messages,
+)
+from mmrag_li.generation.query_engine import CitationQueryEngine
+from mmrag_li.generation.verify import Verification, verify_answer
+
+__all__ = [
+    "CANNOT_VERIFY",
+    "CitationQueryEngine",
+    "EXTRACTIVE_PREFIX",
+    "EvidenceItem",
+    "ExtractiveAnswerer",
+    "I_DONT_KNOW",
+    "STRICT_SYSTEM_PROMPT",
+    "SYSTEM_PROMPT",
+    "Verification",
+    "build_evidence",
+    "build_llm",
+    "build_messages",
+    "make_thumbnail",
+    "neutralize",
+    "verify_answer",
+]

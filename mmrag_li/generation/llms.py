@@ -1,0 +1,79 @@
+"""Build the chat LLM from `LLMConfig`.
+
+* ``openai``: ``llama_index.llms.openai.OpenAI`` (a multimodal chat model such as gpt-4o-mini takes
+  ``ChatMessage(blocks=[TextBlock, ImageBlock])`` directly).
+* ``openai_like`` or any config/argument with an API base: ``OpenAILike(is_chat_model=True)`` for
+  local OpenAI-compatible servers (vLLM, llama.cpp server, Ollama, LM Studio, ...).
+* ``extractive``: None; the query engine then uses the offline `ExtractiveAnswerer`.
+
+Not used on purpose: ``llama-index-multi-modal-llms-openai`` (``OpenAIMultiModal``) is deprecated
+in favour of the chat LLM above, and it pins ``llama-index-llms-openai<0.7``, which conflicts with
+current ``llama-index-llms-openai-like``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from mmrag_li.config import LLMConfig
+from mmrag_li.errors import ConfigError, ModelUnavailableError
+
+DEFAULT_CONTEXT_WINDOW = 32768
+
+
+def build_llm(cfg: Optional[LLMConfig] = None, base_url: Optional[str] = None, **kwargs: Any) -> Optional[Any]:
+    """Return a LlamaIndex chat LLM for ``cfg``, or None for the extractive backend.
+
+    ``base_url`` (e.g. from ``--llm-base-url``) overrides ``cfg.api_base`` and selects the
+    OpenAI-compatible client even when the backend is "extractive". Extra keyword arguments go to
+    the LLM constructor (e.g. ``max_retries=0``, ``context_window=8192``).
+    """
+    cfg = cfg or LLMConfig()
+    api_base = (base_url or cfg.api_base or "").strip()
+    backend = cfg.backend
+    if api_base and backend in ("extractive", "openai"):
+        backend = "openai_like"
+    if backend == "extractive":
+        return None
+    if backend == "openai":
+        key = os.environ.get(cfg.api_key_env or "OPENAI_API_KEY", "").strip()
+        if not key:
+            raise ConfigError(
+                f"{cfg.api_key_env or 'OPENAI_API_KEY'} is not set; use --llm-base-url for a local server "
+                "or llm.backend: extractive"
+            )
+        try:
+            from llama_index.llms.openai import OpenAI
+        except ImportError as exc:  # pragma: no cover - depends on extras
+            raise ModelUnavailableError(
+                "llm.backend: openai needs llama-index-llms-openai (pip install 'mmrag_li[openai]')") from exc
+        params = dict(model=cfg.model, api_key=key, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                      timeout=cfg.timeout_s)
+        params.update(kwargs)
+        return OpenAI(**params)
+    if backend == "openai_like":
+        if not api_base:
+            raise ConfigError("llm.backend: openai_like needs llm.api_base (or --llm-base-url), "
+                              "e.g. http://127.0.0.1:8000/v1")
+        try:
+            from llama_index.llms.openai_like import OpenAILike
+        except ImportError as exc:  # pragma: no cover
+            raise ModelUnavailableError(
+                "an OpenAI-compatible server needs llama-index-llms-openai-like (pip install 'mmrag_li[openai]')"
+            ) from exc
+        key = os.environ.get(cfg.api_key_env or "", "").strip() if cfg.api_key_env else ""
+        params = dict(
+            model=cfg.model,
+            api_base=api_base,
+            api_key=key or "not-needed",
+            is_chat_model=True,
+            is_function_calling_model=False,
+            context_window=DEFAULT_CONTEXT_WINDOW,
+            temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens,
+            timeout=cfg.timeout_s,
+        )
+        params.update(kwargs)
+        return OpenAILike(**params)
+    raise ConfigError(f"unknown llm.backend: {backend!r}")  # pragma: no cover - pydantic validates
