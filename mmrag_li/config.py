@@ -101,6 +101,7 @@ class RetrievalConfig(BaseModel):
     weights: Dict[str, float] = Field(default_factory=dict)
     rerank: bool = False
     rerank_top_n: int = 20
+    rerank_model: str = Field("", description="Cross-encoder name/path; '' = CLIP on image tiles (offline).")
     recency_half_life_days: float = 0.0
     allowed_collections: Optional[List[str]] = None
 

@@ -363,7 +363,7 @@ class MultiModalRAG:
             return None
         from mmrag_li.retrieval.rerank import build_reranker
 
-        return build_reranker(self.settings)
+        return build_reranker(self.settings, self.clip_embed)
 
     def retrieve(self, query: Optional[str] = None, image: Optional[str | Path] = None, k: Optional[int] = None,
                  filters=None):
