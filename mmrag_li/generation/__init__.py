@@ -4,6 +4,7 @@ Import cost is kept low: LlamaIndex core only; the OpenAI clients and the senten
 when used.
 """
 
+from mmrag_li.generation.chat_engine import MultiModalChatEngine
 from mmrag_li.generation.evidence import EvidenceItem, build_evidence, make_thumbnail, neutralize
 from mmrag_li.generation.extractive import ExtractiveAnswerer
 from mmrag_li.generation.llms import build_llm
@@ -16,11 +17,22 @@ from mmrag_li.generation.prompts import (
     build_messages,
 )
 from mmrag_li.generation.query_engine import CitationQueryEngine
+from mmrag_li.generation.tools import (
+    QA_TOOL_NAME,
+    SEARCH_TOOL_NAME,
+    CitedQueryEngineTool,
+    make_tools,
+    rank_assets,
+)
 from mmrag_li.generation.verify import Verification, verify_answer
 
 __all__ = [
     "CANNOT_VERIFY",
     "CitationQueryEngine",
+    "CitedQueryEngineTool",
+    "MultiModalChatEngine",
+    "QA_TOOL_NAME",
+    "SEARCH_TOOL_NAME",
     "EXTRACTIVE_PREFIX",
     "EvidenceItem",
     "ExtractiveAnswerer",
@@ -32,6 +44,8 @@ __all__ = [
     "build_llm",
     "build_messages",
     "make_thumbnail",
+    "make_tools",
+    "rank_assets",
     "neutralize",
     "verify_answer",
 ]

@@ -3,7 +3,9 @@
 `FakeOpenAIServer` runs ``http.server`` in a thread on 127.0.0.1 (ephemeral port) and speaks the
 ``POST /v1/chat/completions`` protocol, including SSE streaming when the request has
 ``"stream": true``. It records every request body (parsed JSON) and replies with scripted answers,
-in order (the last one repeats). A reply may be a string or a callable ``request_json -> str``.
+in order (the last one repeats). A reply may be a string, a callable ``request_json -> reply``, or
+a dict ``{"content": str | None, "tool_calls": [{"name": ..., "arguments": {...}}]}`` for a
+function-calling turn (sent as OpenAI ``tool_calls``, streamed as tool-call deltas).
 
     with FakeOpenAIServer(["The total is 1,939.00 [E1]."]) as srv:
         llm = OpenAILike(model="fake", api_base=srv.base_url, api_key="x", is_chat_model=True)
@@ -17,7 +19,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
-Reply = Union[str, Callable[[Dict[str, Any]], str]]
+Reply = Union[str, Dict[str, Any], Callable[[Dict[str, Any]], Any]]
 
 
 class FakeOpenAIServer:
@@ -112,26 +114,42 @@ class FakeOpenAIServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     # -- scripted replies ---------------------------------------------------------------------
-    def _next_reply(self, path: str, req: Dict[str, Any]) -> str:
+    def _next_reply(self, path: str, req: Dict[str, Any]) -> Any:
         with self._lock:
             self.requests.append(req)
             self.paths.append(path)
             idx = min(len(self.requests) - 1, len(self.replies) - 1)
             reply = self.replies[idx] if self.replies else ""
-        return reply(req) if callable(reply) else str(reply)
+        reply = reply(req) if callable(reply) else reply
+        return reply if isinstance(reply, dict) else str(reply)
 
-    def _completion(self, text: str) -> Dict[str, Any]:
+    @staticmethod
+    def _tool_calls(reply: Any) -> List[Dict[str, Any]]:
+        if not isinstance(reply, dict):
+            return []
+        return [{"id": f"call_{i}", "type": "function",
+                 "function": {"name": c["name"], "arguments": json.dumps(c.get("arguments", {}))}}
+                for i, c in enumerate(reply.get("tool_calls") or [])]
+
+    def _completion(self, reply: Any) -> Dict[str, Any]:
+        content = reply.get("content") if isinstance(reply, dict) else reply
+        message: Dict[str, Any] = {"role": "assistant", "content": content}
+        calls = self._tool_calls(reply)
+        if calls:
+            message["tool_calls"] = calls
         return {
             "id": f"chatcmpl-fake-{len(self.requests)}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": self.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "stop", "logprobs": None}],
+            "choices": [{"index": 0, "message": message,
+                         "finish_reason": "tool_calls" if calls else "stop", "logprobs": None}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
         }
 
-    def _chunks(self, text: str) -> List[Dict[str, Any]]:
+    def _chunks(self, reply: Any) -> List[Dict[str, Any]]:
+        text = (reply.get("content") if isinstance(reply, dict) else reply) or ""
+        calls = self._tool_calls(reply)
         base = {"id": f"chatcmpl-fake-{len(self.requests)}", "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": self.model}
         out = [dict(base, choices=[{"index": 0, "delta": {"role": "assistant", "content": ""},
@@ -140,7 +158,11 @@ class FakeOpenAIServer:
         for i in range(0, len(text), step):
             out.append(dict(base, choices=[{"index": 0, "delta": {"content": text[i:i + step]},
                                             "finish_reason": None}]))
-        out.append(dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+        for i, call in enumerate(calls):
+            out.append(dict(base, choices=[{"index": 0, "finish_reason": None, "delta": {"tool_calls": [
+                {"index": i, "id": call["id"], "type": "function",
+                 "function": {"name": call["function"]["name"], "arguments": call["function"]["arguments"]}}]}}]))
+        out.append(dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": "tool_calls" if calls else "stop"}]))
         return out
 
     # -- helpers for assertions ---------------------------------------------------------------
