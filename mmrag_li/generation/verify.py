@@ -30,7 +30,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from mmrag_li.generation._text import content_terms
 from mmrag_li.generation.evidence import EvidenceItem, neutralize
-from mmrag_li.generation.prompts import ALL_SYSTEM_PROMPTS, I_DONT_KNOW
+from mmrag_li.generation.prompts import ALL_SYSTEM_PROMPTS
 
 
 @dataclass
