@@ -115,3 +115,17 @@ def test_decode_utf8_bom_and_legacy():
     assert decode_text("\ufeffhello".encode("utf-8")) == ("hello", "utf-8-sig")
     text, enc = decode_text("Grüße aus Köln. Die Straße ist naß und die Übung macht den Meister.".encode("cp1252"))
     assert "Grüße" in text and "Köln" in text and enc != "utf-8"
+
+
+@pytest.mark.parametrize("chars,i,ok", [
+    ("ab", 0, True),
+    ("a b", 0, False),       # already a space
+    ("1,939", 1, False),     # inside a number
+    ("a,b", 0, False),       # never before a comma
+    ("(a", 0, False),        # never after an opening bracket
+    ("a,b", 1, True),        # after a comma between words
+])
+def test_space_recovery_rules(chars, i, ok):
+    from mmrag_li.enrich.ocr import _space_allowed
+
+    assert _space_allowed(list(chars), i) is ok
