@@ -133,10 +133,25 @@ def cosine_scores(query: str, candidates: Sequence[str]) -> Optional[List[float]
     model = sentence_model()
     if model is None or not candidates:
         return None
-    vecs = model.encode([query, *candidates], normalize_embeddings=True, batch_size=64,
-                        show_progress_bar=False)
-    q = vecs[0]
-    return [float(v @ q) for v in vecs[1:]]
+    texts = [query, *candidates]
+    with _CACHE_LOCK:
+        missing = [t for t in dict.fromkeys(texts) if t not in _EMB_CACHE]
+    if missing:
+        vecs = model.encode(missing, normalize_embeddings=True, batch_size=64, show_progress_bar=False)
+        with _CACHE_LOCK:
+            if len(_EMB_CACHE) + len(missing) > _EMB_CACHE_MAX:
+                _EMB_CACHE.clear()
+            _EMB_CACHE.update(zip(missing, vecs))
+    with _CACHE_LOCK:
+        q = _EMB_CACHE[query]
+        return [float(_EMB_CACHE[c] @ q) for c in candidates]
+
+
+# Sentence embeddings of recent evidence lines: follow-up questions over the same evidence
+# (chat turns, retries) only encode the new question.
+_CACHE_LOCK = threading.Lock()
+_EMB_CACHE: Dict[str, Any] = {}
+_EMB_CACHE_MAX = 8192
 
 
 def normalize_ws(text: str) -> str:
