@@ -170,3 +170,16 @@ def test_rapidocr_splits_lines_into_word_boxes(rapidocr, files):
         for a, b in zip(ws, ws[1:]):
             assert a.bbox[2] <= b.bbox[0] + 2  # left to right, not overlapping
             assert a.bbox[1] == b.bbox[1] and a.bbox[3] == b.bbox[3]  # same line band
+
+
+def test_tesseract_children_run_single_threaded(tesseract, monkeypatch):
+    import os
+
+    import pytesseract
+
+    env = pytesseract.pytesseract.environ
+    if "OMP_THREAD_LIMIT" in os.environ:
+        pytest.skip("user set OMP_THREAD_LIMIT; left alone")
+    assert env["OMP_THREAD_LIMIT"] == "1"
+    monkeypatch.setenv("MMRAG_PROBE", "live")  # the overlay follows later changes to os.environ
+    assert env["MMRAG_PROBE"] == "live" and "OMP_THREAD_LIMIT" not in os.environ
