@@ -202,8 +202,19 @@ class DirectoryReader(MMReader):
         if expected is not None and expected != ft.kind:
             info["extension_mismatch"] = f"{suffix} file contains {ft.mime}"
             log.info("%s: extension says %s but content is %s; reading as %s", p, expected, ft.mime, ft.kind)
+        before = len(self._warnings)
         try:
-            return list(self._reader(ft.kind).lazy_load_data(p, extra_info=info))
+            nodes = list(self._reader(ft.kind).lazy_load_data(p, extra_info=info))
+            # Non-fatal problems of this file (a broken PDF page, an OCR timeout) travel with its nodes.
+            prefix = f"{p}: "
+            mine = [w[len(prefix):] for w in self._warnings[before:] if w.startswith(prefix)]
+            if mine:
+                for n in nodes:
+                    n.metadata["ingest_warnings"] = list(mine)
+                    for keys in (n.excluded_embed_metadata_keys, n.excluded_llm_metadata_keys):
+                        if "ingest_warnings" not in keys:
+                            keys.append("ingest_warnings")
+            return nodes
         except IngestError:
             raise
         except MemoryError:

@@ -131,13 +131,18 @@ class PDFReader(MMReader):
         page_errors: List[str] = []
 
         # -- the rendered page ----------------------------------------------------------------
+        page_rect = page.rect
+        biggest = max(cfg.pdf_render_dpi, cfg.pdf_ocr_dpi) / 72.0
+        px = page_rect.width * biggest * page_rect.height * biggest
+        if cfg.max_image_pixels and px > cfg.max_image_pixels:
+            raise ValueError(f"page too large to render: {page_rect.width:g} x {page_rect.height:g} pt "
+                             f"({px:,.0f} pixels at {max(cfg.pdf_render_dpi, cfg.pdf_ocr_dpi)} dpi)")
         pix = page.get_pixmap(dpi=cfg.pdf_render_dpi, alpha=False)
         png = pix.tobytes("png")
         render_key = f"{asset_id}-p{page_no}-{cfg.pdf_render_dpi}dpi"
         render_path = self.blobs.put_bytes(png, render_key, ".png")
         render_img = _png_to_pil(png)
         thumb = self.blobs.thumbnail(render_img, f"{asset_id}-p{page_no}", cfg.thumbnail_px)
-        page_rect = page.rect
         page_meta = dict(common)
         page_meta.update(
             page=page_no, width=pix.width, height=pix.height, dpi=cfg.pdf_render_dpi,

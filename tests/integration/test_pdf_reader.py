@@ -144,3 +144,34 @@ def test_lazy_load_yields_page_by_page(files, blobs):
     it = PDFReader.from_defaults(blob_store=blobs).lazy_load_data(files["text_pdf"])
     first = next(it)
     assert first.metadata["modality"] == "page" and first.metadata["page"] == 1
+
+
+@pytest.fixture()
+def pdf_with_broken_page(tmp_path):
+    """Three pages; page 2 claims a 300,000 pt square MediaBox and a missing content stream."""
+    doc = pymupdf.open()
+    for i in range(3):
+        doc.new_page().insert_text((72, 72), f"Page {i + 1} says hello from the good pages.")
+    xref = doc[1].xref
+    parent = doc.xref_get_key(xref, "Parent")[1]
+    doc.update_object(xref, f"<< /Type /Page /Parent {parent} /MediaBox [0 0 300000 300000] /Contents 999 0 R >>")
+    p = tmp_path / "broken_page.pdf"
+    doc.save(p)
+    return p
+
+
+def test_broken_page_does_not_lose_the_others(pdf_with_broken_page, blobs):
+    reader = PDFReader.from_defaults(blob_store=blobs)
+    nodes = reader.load_data(pdf_with_broken_page)
+    assert {n.metadata["page"] for n in nodes} == {1, 3}
+    assert any("page 2 failed" in w and "page too large to render" in w for w in reader.warnings)
+
+
+def test_broken_page_recorded_in_node_metadata(pdf_with_broken_page):
+    from llama_index.core.schema import MetadataMode
+
+    from mmrag_li.readers import DirectoryReader
+
+    nodes = DirectoryReader.from_defaults().read_file(pdf_with_broken_page)
+    assert nodes and all("page too large to render" in n.metadata["ingest_warnings"][0] for n in nodes)
+    assert "ingest_warnings" not in nodes[1].get_content(metadata_mode=MetadataMode.EMBED)
