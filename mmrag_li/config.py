@@ -95,6 +95,11 @@ class RetrievalConfig(BaseModel):
         default_factory=lambda: ["image", "caption", "ocr", "text", "bm25"],
         description="Subset of image, caption, ocr, text, bm25 (image query adds image2image).",
     )
+    min_scores: Dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-retriever relevance floor; hits below it are not evidence. Unset = the model's own "
+                    "default (text retrievers 0.2 cosine; image ones from the image encoder).",
+    )
     fusion: Literal["rrf", "weighted"] = "rrf"
     rrf_k: int = 60
     normalize: Literal["minmax", "zscore"] = "minmax"

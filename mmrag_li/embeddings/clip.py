@@ -63,6 +63,9 @@ def load_image(img: ImageType | Image.Image) -> Image.Image:
 class HFClipEncoder:
     """transformers CLIP/SigLIP by hub name or local path."""
 
+    # CLIP text-image cosines sit in a narrow band (~0.15 unrelated, 0.25-0.35 related).
+    floors = {"image": 0.18, "image2image": 0.6}
+
     def __init__(self, model: str, device: str = "auto"):
         try:
             import torch
@@ -107,6 +110,8 @@ class HFClipEncoder:
 
 class OpenClipEncoder:
     """OpenCLIP models, e.g. ``ViT-B-32`` with pretrained ``laion2b_s34b_b79k`` (extra: [gpu])."""
+
+    floors = {"image": 0.18, "image2image": 0.6}
 
     def __init__(self, model: str, pretrained: str = "", device: str = "auto"):
         try:

@@ -15,13 +15,21 @@ import bm25s
 import numpy as np
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore
 
-# Keep 1-char tokens out, but keep numbers like 4711 and codes like A-12 split into parts.
-TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+# Keep 1-char tokens out; underscores split tokens (file names like invoice_4711.png).
+TOKEN_PATTERN = r"(?u)[^\W_]{2,}"
+_WORD = re.compile(TOKEN_PATTERN)
+PHRASE_BONUS = 0.5  # score x (1 + bonus * share of the query's adjacent word pairs found in order)
 _NUM_SEP = re.compile(r"(?<=\d)[,.'’](?=\d{3}\b)")  # 1,939.00 -> 1939.00
 
 
 def normalise_text(text: str) -> str:
     return _NUM_SEP.sub("", text)
+
+
+def _pairs(text: str) -> set:
+    """Adjacent lower-cased word pairs: "INVOICE 4711" matches the query "invoice 4711" as a phrase."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    return set(zip(words, words[1:]))
 
 
 class BM25Index:
@@ -52,11 +60,16 @@ class BM25Index:
                 return []
         k = min(k, len(self.nodes))
         idx, scores = self._bm25.retrieve(q, k=k, show_progress=False, weight_mask=mask, n_threads=1)
+        pairs = _pairs(normalise_text(query))
         out = []
         for i, s in zip(idx[0], scores[0]):
             if s > 0:
-                out.append(NodeWithScore(node=self.nodes[int(i)], score=float(s)))
-        return out
+                node = self.nodes[int(i)]
+                if pairs:
+                    found = pairs & _pairs(normalise_text(node.get_content(MetadataMode.NONE)))
+                    s = s * (1 + PHRASE_BONUS * len(found) / len(pairs))
+                out.append(NodeWithScore(node=node, score=float(s)))
+        return sorted(out, key=lambda h: -(h.score or 0.0))
 
 
 class BM25Cache:

@@ -29,6 +29,8 @@ from mmrag_li.schema import CAPTION, OCR, TEXT
 TEXT_RETRIEVERS = ("caption", "ocr", "text")
 ALL_RETRIEVERS = ("image", "caption", "ocr", "text", "bm25", "image2image")
 EVIDENCE_PER_ASSET = 4
+# Cosine floors for the sentence-embedding retrievers: below ~0.2 MiniLM similarities are noise.
+TEXT_FLOOR = 0.2
 
 
 @dataclass
@@ -155,9 +157,30 @@ class FusionRetriever(BaseRetriever):
             base = extra if base is None else MetadataFilters(filters=[base, extra], condition="and")
         return combine_filters(base, self.config.allowed_collections)
 
+    def floor(self, name: str) -> float:
+        """Relevance floor of one retriever: configured, else the embedding model's own default.
+
+        Without floors every retriever returns k hits however unrelated, and RRF then rewards an
+        asset for merely appearing in many lists.
+        """
+        if name in self.config.min_scores:
+            return self.config.min_scores[name]
+        if name in TEXT_RETRIEVERS:
+            return TEXT_FLOOR
+        if name in ("image", "image2image"):
+            enc = getattr(self.clip_embed, "encoder", None)
+            return float(getattr(enc, "floors", {}).get(name, 0.0))
+        return 0.0
+
     def run_one(self, name: str, query_str: str, image_path: Optional[str] = None,
                 filters: Optional[MetadataFilters] = None, k: Optional[int] = None) -> List[NodeWithScore]:
         """Run one named retriever; public so evaluation can score retrievers on their own."""
+        floor = self.floor(name)
+        return [h for h in self._run_one(name, query_str, image_path, filters, k)
+                if (h.score or 0.0) > floor or (name == "bm25" and (h.score or 0.0) > 0)]
+
+    def _run_one(self, name: str, query_str: str, image_path: Optional[str] = None,
+                 filters: Optional[MetadataFilters] = None, k: Optional[int] = None) -> List[NodeWithScore]:
         k = k or self.config.per_retriever_k
         flt = self._filters(filters)
         if name == "image2image":
