@@ -46,6 +46,14 @@ def pick_device(device: str = "auto") -> str:
     return "cpu"
 
 
+def dtype_kwargs(dtype) -> dict:
+    """transformers renamed ``torch_dtype`` to ``dtype`` in 4.56; support both."""
+    import transformers
+
+    major, minor = (int(p) for p in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
 def _normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)
@@ -76,7 +84,7 @@ class HFClipEncoder:
         dtype = torch.float16 if self.device == "cuda" else torch.float32
         try:
             self.processor = AutoProcessor.from_pretrained(model)
-            self.model = AutoModel.from_pretrained(model, torch_dtype=dtype).to(self.device).eval()
+            self.model = AutoModel.from_pretrained(model, **dtype_kwargs(dtype)).to(self.device).eval()
         except OSError as exc:
             raise ModelUnavailableError(
                 f"cannot load CLIP model '{model}' (not a local path and the hub is unreachable?): {exc}"

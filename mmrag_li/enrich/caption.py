@@ -50,10 +50,12 @@ class TransformersCaptioner:
     def _load_model(model: str, dtype):
         from transformers import AutoConfig, AutoModelForImageTextToText, VisionEncoderDecoderModel
 
+        from mmrag_li.embeddings.clip import dtype_kwargs
+
         arch = (AutoConfig.from_pretrained(model).architectures or [""])[0]
         if arch == "VisionEncoderDecoderModel":
-            return VisionEncoderDecoderModel.from_pretrained(model, torch_dtype=dtype)
-        return AutoModelForImageTextToText.from_pretrained(model, torch_dtype=dtype)
+            return VisionEncoderDecoderModel.from_pretrained(model, **dtype_kwargs(dtype))
+        return AutoModelForImageTextToText.from_pretrained(model, **dtype_kwargs(dtype))
 
     def caption(self, images: Sequence[Image.Image]) -> List[str]:
         import torch
