@@ -46,7 +46,8 @@ def _rel(path: Optional[str]) -> str:
 # ---- commands -----------------------------------------------------------------------------
 def cmd_ingest(args: argparse.Namespace) -> int:
     rag = _rag(args)
-    report = rag.ingest(args.paths, prune=args.prune, workers=args.workers, progress=not args.quiet)
+    report = rag.ingest(args.paths, prune=args.prune, workers=args.workers, progress=not args.quiet,
+                        collection=args.collection)
     data = report.to_dict()
     lines = [f"Ingested {data['files']} file(s) in {data['seconds']:.1f} s into {data['store']}",
              "  nodes: " + ", ".join(f"{k}={v}" for k, v in data["nodes"].items()),
@@ -206,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("paths", nargs="+")
     s.add_argument("--prune", action="store_true", help="delete nodes of files that no longer exist")
     s.add_argument("--workers", type=int, default=None)
+    s.add_argument("--collection", default=None,
+                   help="collection (tenant) stamped on every node (default: ingest.collection)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_ingest)
 

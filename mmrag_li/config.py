@@ -70,8 +70,14 @@ class IngestConfig(BaseModel):
     thumbnail_px: int = 256
     workers: int = 2
     file_timeout_s: float = 300.0
-    collection: str = "default"
-    redact_pii: bool = False
+    batch_files: int = Field(16, description="Files embedded and committed together (the unit of crash safety).")
+    collection: str = Field("default", description="Stamped on every node; retrieval filters by allowed_collections.")
+    redact_pii: bool = Field(False, description="Replace e-mails, phone numbers, IBANs, card numbers in stored text.")
+    pii_phone_regions: List[str] = Field(default_factory=lambda: ["US", "GB", "DE", "FR"],
+                                         description="Regions whose national phone formats are recognised.")
+    safety_checker: Literal["", "open_nsfw"] = Field("", description="Image safety filter; '' = none.")
+    safety_threshold: float = Field(0.8, description="Images scoring at or above this are refused.")
+    refuse_polyglots: bool = Field(False, description="Refuse files that are valid in two formats (else read the first).")
 
 
 class StoreConfig(BaseModel):

@@ -1,9 +1,21 @@
 """SQLite manifest of ingested files: what is stored, from which bytes, under which node ids.
 
-It makes ingestion idempotent and crash-safe: a file is marked ``pending`` (with the node ids it
-will write) before its nodes reach the stores and ``done`` after the batch that holds them is
-committed. A run killed at any moment leaves pending rows that the next run redoes; node ids are
-deterministic, so redoing upserts instead of duplicating.
+It makes ingestion idempotent and crash-safe:
+
+* a file is marked ``pending`` (with the node ids it is about to write) before its nodes reach
+  the stores, and ``done`` only after the batch holding them is committed. A run killed at any
+  moment leaves ``pending`` rows that the next run redoes; node ids are deterministic, so redoing
+  upserts instead of duplicating.
+* when a file's content changes, the asset id it had (and any asset a crashed run was writing)
+  is kept in ``prev_assets`` until the new nodes are stored and the old ones deleted, so a kill
+  between "write new" and "delete old" can never orphan the old nodes.
+* a ``failed`` row keeps the asset id and node ids of the version that is still in the store
+  (the store and the manifest always agree on which node ids exist), so ``prune`` and a later
+  successful run can still remove them.
+
+Every write is one SQLite transaction (WAL journal). A manifest file that SQLite cannot read is
+reported as :class:`ManifestCorruptError` naming the file; ``MultiModalRAG`` then moves it aside
+and rebuilds the manifest from the stores.
 """
 
 from __future__ import annotations
@@ -12,9 +24,11 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Sequence
+
+from mmrag_li.errors import MMRAGError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -25,10 +39,27 @@ CREATE TABLE IF NOT EXISTS files (
     status      TEXT NOT NULL,          -- pending | done | failed
     node_ids    TEXT NOT NULL DEFAULT '[]',
     reason      TEXT,
-    updated_at  REAL NOT NULL
+    updated_at  REAL NOT NULL,
+    collection  TEXT,
+    prev_assets TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS files_asset ON files(asset_id);
+CREATE INDEX IF NOT EXISTS files_status ON files(status);
 """
+# Columns added after the first release, with their SQL definitions (migrated on open).
+_ADDED_COLUMNS = {"collection": "TEXT", "prev_assets": "TEXT NOT NULL DEFAULT '[]'"}
+_COLS = "source, asset_id, size, mtime, status, node_ids, reason, collection, prev_assets"
+
+
+class ManifestCorruptError(MMRAGError):
+    """The manifest database cannot be read; names the file and how to recover."""
+
+    def __init__(self, path: str | Path, detail: str):
+        self.path = str(path)
+        self.detail = detail
+        super().__init__(
+            f"manifest {self.path} is corrupt ({detail}); move it aside and run `mmrag ingest` again: "
+            "it is rebuilt from the stores (MultiModalRAG does this automatically)")
 
 
 @dataclass
@@ -40,35 +71,72 @@ class FileRecord:
     status: str
     node_ids: List[str]
     reason: Optional[str]
+    collection: Optional[str] = None
+    prev_assets: List[str] = field(default_factory=list)
+
+    def stale_assets(self) -> List[str]:
+        """Asset ids whose nodes may be in the store on behalf of this file (current first)."""
+        out = [self.asset_id] if self.asset_id else []
+        return out + [a for a in self.prev_assets if a and a not in out]
 
 
 class Manifest:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, check: bool = True):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=60, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        try:
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=60,
+                                       isolation_level=None)
+        except sqlite3.Error as exc:
+            raise MMRAGError(f"cannot open manifest {self.path}: {exc}") from exc
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            if check:
+                rows = self._db.execute("PRAGMA quick_check").fetchall()
+                if rows and rows[0][0] != "ok":
+                    raise ManifestCorruptError(self.path, "; ".join(str(r[0]) for r in rows[:3]))
+            self._db.executescript(SCHEMA)
+            self._migrate()
+        except ManifestCorruptError:
+            self._db.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            msg = str(exc)
+            if "readonly" in msg or "unable to open" in msg:
+                raise MMRAGError(f"cannot write manifest {self.path}: {msg}") from exc
+            raise ManifestCorruptError(self.path, msg) from exc
+
+    def _migrate(self) -> None:
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(files)")}
+        for col, decl in _ADDED_COLUMNS.items():
+            if col not in have:
+                self._db.execute(f"ALTER TABLE files ADD COLUMN {col} {decl}")
 
     # ---- reads ---------------------------------------------------------------------------
     def get(self, source: str) -> Optional[FileRecord]:
         with self._lock:
-            row = self._db.execute(
-                "SELECT source, asset_id, size, mtime, status, node_ids, reason FROM files WHERE source=?",
-                (source,)).fetchone()
+            row = self._db.execute(f"SELECT {_COLS} FROM files WHERE source=?", (source,)).fetchone()
         return self._record(row) if row else None
 
     def by_asset(self, asset_id: str) -> List[FileRecord]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT source, asset_id, size, mtime, status, node_ids, reason FROM files WHERE asset_id=?",
-                (asset_id,)).fetchall()
+            rows = self._db.execute(f"SELECT {_COLS} FROM files WHERE asset_id=?", (asset_id,)).fetchall()
         return [self._record(r) for r in rows]
 
+    def holders(self, asset_id: str, exclude: Iterable[str] = ()) -> List[str]:
+        """Sources (other than ``exclude``) whose current or previous asset is ``asset_id``."""
+        skip = set(exclude)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT source FROM files WHERE asset_id=? OR prev_assets LIKE ?",
+                (asset_id, f'%"{asset_id}"%')).fetchall()
+        return [r[0] for r in rows if r[0] not in skip]
+
     def all(self, status: Optional[str] = None) -> List[FileRecord]:
-        q = "SELECT source, asset_id, size, mtime, status, node_ids, reason FROM files"
+        q = f"SELECT {_COLS} FROM files"
         with self._lock:
             rows = self._db.execute(q + (" WHERE status=?" if status else ""), (status,) if status else ()).fetchall()
         return [self._record(r) for r in rows]
@@ -76,6 +144,13 @@ class Manifest:
     def counts(self) -> Dict[str, int]:
         with self._lock:
             return dict(self._db.execute("SELECT status, COUNT(*) FROM files GROUP BY status").fetchall())
+
+    def known_assets(self) -> set:
+        """Every asset id the manifest mentions (current or previous, any status)."""
+        out = set()
+        for rec in self.all():
+            out.update(rec.stale_assets())
+        return out
 
     def done_assets(self) -> Dict[str, List[str]]:
         """asset_id -> node ids, for files whose nodes are committed."""
@@ -86,46 +161,88 @@ class Manifest:
                 out[rec.asset_id] = sorted(set(out[rec.asset_id]) | set(rec.node_ids))
         return out
 
+    def expected_nodes(self) -> Dict[str, set]:
+        """asset_id -> node ids the stores should hold (done and failed rows that track nodes)."""
+        out: Dict[str, set] = {}
+        for rec in self.all():
+            if rec.asset_id and rec.status in ("done", "failed") and rec.node_ids:
+                out.setdefault(rec.asset_id, set()).update(rec.node_ids)
+        return out
+
     @staticmethod
     def _record(row) -> FileRecord:
-        return FileRecord(row[0], row[1], row[2], row[3], row[4], json.loads(row[5] or "[]"), row[6])
+        return FileRecord(row[0], row[1], row[2], row[3], row[4], json.loads(row[5] or "[]"), row[6],
+                          row[7], json.loads(row[8] or "[]"))
 
     # ---- writes (each call is one transaction) ----------------------------------------------
-    def mark_pending(self, entries: Iterable[tuple]) -> None:
-        """entries: (source, asset_id, size, mtime, node_ids)."""
-        now = time.time()
+    def _tx(self, fn) -> None:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, 'pending', ?, NULL, ?)",
-                    [(s, a, sz, mt, json.dumps(ids), now) for s, a, sz, mt, ids in entries])
+                fn()
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def mark_pending(self, entries: Iterable[Sequence]) -> None:
+        """entries: (source, asset_id, size, mtime, node_ids[, collection]).
+
+        An asset id the row had before (and that differs from the new one) moves to
+        ``prev_assets``: its nodes stay tracked until ``mark_done``."""
+        entries = list(entries)
+        now = time.time()
+
+        def run() -> None:
+            for e in entries:
+                source, asset_id, size, mtime, ids = e[:5]
+                collection = e[5] if len(e) > 5 else None
+                old = self._db.execute("SELECT asset_id, prev_assets FROM files WHERE source=?",
+                                       (source,)).fetchone()
+                prev: List[str] = json.loads(old[1] or "[]") if old else []
+                if old and old[0] and old[0] != asset_id and old[0] not in prev:
+                    prev.append(old[0])
+                prev = [a for a in prev if a != asset_id]
+                self._db.execute(
+                    f"INSERT OR REPLACE INTO files ({_COLS}, updated_at) VALUES (?, ?, ?, ?, 'pending', ?, NULL, ?, ?, ?)",
+                    (source, asset_id, size, mtime, json.dumps(list(ids)), collection, json.dumps(prev), now))
+
+        self._tx(run)
 
     def mark_done(self, sources: Iterable[str]) -> None:
+        """The batch's nodes are stored and every previous asset's leftovers deleted."""
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany("UPDATE files SET status='done', updated_at=? WHERE source=?",
-                                     [(now, s) for s in sources])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        rows = [(now, s) for s in sources]
+        self._tx(lambda: self._db.executemany(
+            "UPDATE files SET status='done', reason=NULL, prev_assets='[]', updated_at=? WHERE source=?", rows))
 
     def mark_failed(self, source: str, reason: str, asset_id: Optional[str] = None, size: int = 0,
-                    mtime: float = 0.0) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, 'failed', '[]', ?, ?)",
-                             (source, asset_id, size, mtime, reason, time.time()))
+                    mtime: float = 0.0, keep_nodes: bool = True, collection: Optional[str] = None) -> None:
+        """Record a failure. ``keep_nodes``: the row keeps tracking the nodes of the version that is
+        still stored (asset id, node ids, previous assets); otherwise they must already be deleted."""
+        now = time.time()
+
+        def run() -> None:
+            old = self._db.execute("SELECT asset_id, node_ids, prev_assets, collection FROM files WHERE source=?",
+                                   (source,)).fetchone()
+            if keep_nodes and old and (old[0] or old[2] not in (None, "[]")):
+                self._db.execute(
+                    "UPDATE files SET status='failed', reason=?, size=?, mtime=?, updated_at=? WHERE source=?",
+                    (reason, size, mtime, now, source))
+            else:
+                self._db.execute(
+                    f"INSERT OR REPLACE INTO files ({_COLS}, updated_at) VALUES (?, ?, ?, ?, 'failed', '[]', ?, ?, '[]', ?)",
+                    (source, asset_id, size, mtime, reason, collection or (old[3] if old else None), now))
+
+        self._tx(run)
+
+    def touch(self, source: str, size: int, mtime: float) -> None:
+        """Same bytes, new mtime (e.g. ``touch`` or a copy that kept the content)."""
+        self._tx(lambda: self._db.execute("UPDATE files SET size=?, mtime=?, updated_at=? WHERE source=?",
+                                          (size, mtime, time.time(), source)))
 
     def remove(self, source: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM files WHERE source=?", (source,))
+        self._tx(lambda: self._db.execute("DELETE FROM files WHERE source=?", (source,)))
 
     def close(self) -> None:
         with self._lock:

@@ -1,35 +1,94 @@
 """``MultiModalRAG``: the one object most users touch.
 
 file -> reader -> enrich -> nodes -> embed (cached) -> stores -> fusion retriever -> query engine.
-Ingestion is incremental and crash-safe (see ``manifest.py``): unchanged files are skipped
-without reading them, changed files replace their old nodes, and every batch is committed to
-the stores before the manifest says ``done``.
+
+Ingestion is incremental, crash-safe and bounded (see ``manifest.py``):
+
+* unchanged files (same size, mtime and collection) are skipped without reading them; a file
+  whose mtime changed but whose bytes did not is only re-stamped; identical bytes under another
+  path are recorded, not re-encoded; vectors come from the embedding cache when the content was
+  seen before.
+* a batch is embedded and written to the stores, then the nodes of the version it replaces are
+  deleted, then the manifest says ``done`` -- in that order, so a kill at any instant leaves
+  ``pending`` rows that the next run completes, never duplicates (upsert by id) and never
+  orphans (previous asset ids stay in the manifest until deleted).
+* files are read by at most ``workers`` daemon threads with a window of ``2 * workers`` files in
+  flight (back-pressure); a file that takes longer than ``ingest.file_timeout_s`` is reported as
+  "timed out after N s" and its thread abandoned (threads cannot be killed; nothing waits for it).
+* ``collection`` (``ingest.collection`` or per call) is stamped on every node; the same bytes in
+  two collections are two assets (the asset id is namespaced), so tenants never share nodes.
+* optional PII redaction (``ingest.redact_pii``) and an image safety checker
+  (``ingest.safety_checker``) run on the nodes before anything is embedded or stored.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import errno
+import hashlib
 import logging
 import os
+import re
+import stat as _stat
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set
 
-from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, QueryBundle
+from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, NodeRelationship, QueryBundle, RelatedNodeInfo
 from tqdm import tqdm
 
 from mmrag_li.blobs import BlobStore
 from mmrag_li.config import Settings
 from mmrag_li.embeddings.cache import cache_key, open_cache
-from mmrag_li.errors import IngestError
-from mmrag_li.manifest import Manifest
+from mmrag_li.errors import IngestError, MMRAGError
+from mmrag_li.manifest import FileRecord, Manifest, ManifestCorruptError
 from mmrag_li.schema import COLLECTIONS, collection_of, file_hash
 
 log = logging.getLogger("mmrag_li")
 
 NODE_KINDS = ("image", "page", "crop", "ocr", "caption", "text")
+DEFAULT_COLLECTION = "default"
+_COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+# Node metadata keys whose presence is worth a line in the report's warnings.
+_WARN_KEYS = ("ingest_warnings", "polyglot", "extension_mismatch", "pdf_repaired", "ocr_error", "caption_error")
+
+
+class IngestAborted(MMRAGError):
+    """A store or manifest write failed (disk full, read-only, damaged table): the run stopped.
+    Batches committed before stay; the failed batch stays ``pending`` and the next run redoes it."""
+
+
+class StoreNotWritableError(IngestAborted):
+    """The store directory cannot be written; checked before anything is changed."""
+
+
+def scoped_asset_id(content_hash: str, collection: str) -> str:
+    """Asset id of some bytes in a collection: the content hash itself in the default collection,
+    a hash of (collection, content hash) elsewhere, so two tenants never share node ids."""
+    if collection == DEFAULT_COLLECTION:
+        return content_hash
+    return hashlib.sha256(f"{collection}\0{content_hash}".encode("utf-8")).hexdigest()[:32]
+
+
+def display_path(path: Any) -> str:
+    """A path as JSON-safe text: bytes that are not UTF-8 are shown as ``\\xNN``."""
+    s = os.fspath(path)
+    if isinstance(s, bytes):
+        return s.decode("utf-8", "backslashreplace")
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return os.fsencode(s).decode("utf-8", "backslashreplace")
+
+
+def check_collection(name: str) -> str:
+    if not isinstance(name, str) or not _COLLECTION_RE.match(name):
+        raise ValueError(f"invalid collection name {name!r}: use 1-64 letters, digits, '_', '-' or '.'")
+    return name
 
 
 @dataclass
@@ -43,22 +102,108 @@ class IngestReport:
     seconds: float = 0.0
     stages: Dict[str, float] = field(default_factory=dict)
     store: str = ""
+    collection: str = DEFAULT_COLLECTION
+    # vectors computed by a model / served from the embedding cache in this run
+    encoded: Dict[str, int] = field(default_factory=lambda: {"text": 0, "image": 0})
+    cached: Dict[str, int] = field(default_factory=lambda: {"text": 0, "image": 0})
+    timed_out: int = 0
+    warnings: List[Dict[str, Any]] = field(default_factory=list)
+    recovered: List[str] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
         return {"files": self.files, "nodes": self.nodes, "failed": self.failed,
                 "skipped_unchanged": self.skipped_unchanged, "duplicates": self.duplicates,
                 "pruned": self.pruned, "seconds": round(self.seconds, 3),
-                "stages": {k: round(v, 3) for k, v in self.stages.items()}, "store": self.store}
+                "stages": {k: round(v, 3) for k, v in self.stages.items()}, "store": self.store,
+                "collection": self.collection, "encoded": dict(self.encoded), "cached": dict(self.cached),
+                "timed_out": self.timed_out, "warnings": self.warnings, "recovered": self.recovered}
+
+
+@dataclass
+class _Item:
+    path: Path
+    source: str
+    size: int
+    mtime: float
+    rec: Optional[FileRecord]
+    collection: str
+    content_hash: Optional[str] = None  # set by the worker as soon as it is known
 
 
 @dataclass
 class _Pending:
-    source: str
+    item: _Item
     asset_id: str
-    size: int
-    mtime: float
     nodes: List[BaseNode]
-    replaces: Optional[str] = None  # previous asset id of this source, to delete
+    node_ids: List[str]
+    kind: str = "new"  # new | duplicate | unchanged
+    cleanup: bool = False  # the asset may already have nodes in the store (redo after a crash, rebuild)
+
+    @property
+    def source(self) -> str:
+        return self.item.source
+
+
+class _Runner:
+    """A bounded pool of daemon threads: at most ``workers`` tasks run at once. A task past its
+    deadline is *abandoned* -- its slot goes to the next task -- because a thread cannot be
+    killed; daemon threads mean nothing (not even interpreter exit) waits for it.
+    (``ThreadPoolExecutor`` joins its threads at exit, so one hung OCR call would hang the CLI.)"""
+
+    def __init__(self, workers: int):
+        self._cv = threading.Condition()
+        self._limit = max(1, workers)
+        self._running = 0
+        self._started: Dict[cf.Future, float] = {}
+        self._abandoned: Set[cf.Future] = set()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
+        fut: cf.Future = cf.Future()
+
+        def run() -> None:
+            with self._cv:
+                while self._running >= self._limit:
+                    self._cv.wait()
+                if not fut.set_running_or_notify_cancel():
+                    self._cv.notify()
+                    return
+                self._running += 1
+                self._started[fut] = time.monotonic()
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+            finally:
+                with self._cv:
+                    self._running -= 1
+                    self._started.pop(fut, None)
+                    if fut in self._abandoned:  # its slot was already handed on
+                        self._abandoned.discard(fut)
+                        self._limit -= 1
+                    self._cv.notify()
+
+        threading.Thread(target=run, name="mmrag-read", daemon=True).start()
+        return fut
+
+    def started_at(self, fut: cf.Future) -> Optional[float]:
+        with self._cv:
+            return self._started.get(fut)
+
+    def abandon(self, fut: cf.Future) -> None:
+        with self._cv:
+            if fut.cancel():
+                return
+            if fut in self._started and fut not in self._abandoned:
+                self._abandoned.add(fut)
+                self._limit += 1
+                self._cv.notify()
+
+    def shutdown(self, futures: Iterable[cf.Future]) -> None:
+        """Cancel what has not started; abandon what is running (never wait for it)."""
+        for fut in list(futures):
+            self.abandon(fut)
 
 
 class MultiModalRAG:
@@ -90,7 +235,7 @@ class MultiModalRAG:
 
     @property
     def manifest(self) -> Manifest:
-        return self._get("manifest", lambda: Manifest(self.store_dir / "manifest.sqlite"))
+        return self._get("manifest", self._open_manifest)
 
     @property
     def blob_store(self) -> BlobStore:
@@ -140,150 +285,372 @@ class MultiModalRAG:
             self.settings, blob_store=self.blob_store, ocr=self.ocr, captioner=self.captioner))
 
     # ---- ingestion ------------------------------------------------------------------------
+    def _open_manifest(self) -> Manifest:
+        """Open the manifest; a corrupt one is moved aside and rebuilt from the stores."""
+        path = self.store_dir / "manifest.sqlite"
+        try:
+            return Manifest(path)
+        except ManifestCorruptError as exc:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            moved = path.with_name(f"{path.name}.corrupt-{stamp}")
+            os.replace(path, moved)
+            for suffix in ("-wal", "-shm"):
+                side = Path(str(path) + suffix)
+                if side.exists():
+                    os.replace(side, Path(str(moved) + suffix))
+            log.warning("%s; moved to %s, rebuilding from the stores", exc, moved)
+            manifest = Manifest(path)
+            self._c["manifest"] = manifest
+            n = self._rebuild_manifest(manifest)
+            self._recovered.append(
+                f"manifest {path} was corrupt ({exc.detail}): moved to {moved.name}; rebuilt {n} file "
+                "record(s) from the stores as pending, so the next ingest re-reads them (vectors come "
+                "from the embedding cache)")
+            return manifest
+
+    @property
+    def _recovered(self) -> List[str]:
+        return self._c.setdefault("_recovered", [])
+
+    def _rebuild_manifest(self, manifest: Manifest) -> int:
+        """Rows for every (source, asset) found in the stores, marked pending (their completeness
+        cannot be known), with the stored node ids, so nothing stored becomes untracked."""
+        rows: Dict[str, Dict[str, Any]] = {}
+        for c in COLLECTIONS:
+            for node in self.stores.all_nodes(c):
+                m = node.metadata
+                src, aid = m.get("source"), m.get("asset_id")
+                if not src or not aid:
+                    continue
+                row = rows.setdefault(src, {"asset": aid, "ids": set(), "collection": m.get("collection")})
+                if row["asset"] == aid:
+                    row["ids"].add(node.node_id)
+        manifest.mark_pending([(src, r["asset"], -1, -1.0, sorted(r["ids"]), r["collection"])
+                               for src, r in rows.items()])
+        return len(rows)
+
+    def _check_store_writable(self) -> None:
+        """Fail before changing anything when the store cannot be written (read-only mount,
+        permissions): a clear message instead of a half-written batch."""
+        try:
+            self.store_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreNotWritableError(
+                f"cannot create store directory {self.store_dir}: {exc.strerror or exc}; nothing was changed") from None
+        import tempfile
+
+        for d in [self.store_dir] + [self.store_dir / s for s in ("lancedb", "blobs")]:
+            if not d.is_dir():
+                continue
+            try:
+                with tempfile.TemporaryFile(dir=d, prefix=".write-test-"):
+                    pass
+            except OSError as exc:
+                raise StoreNotWritableError(
+                    f"store directory {d} is not writable ({exc.strerror or exc}); nothing was changed. "
+                    "Fix its permissions or pass another --store") from None
+        for f in (self.store_dir / "manifest.sqlite", self.store_dir / "embedding_cache.sqlite"):
+            if f.exists() and not os.access(f, os.W_OK):
+                raise StoreNotWritableError(f"{f} is read-only; nothing was changed")
+
+    @property
+    def safety_checker(self):
+        from mmrag_li.enrich.safety import build_safety_checker
+
+        cfg = self.settings.ingest
+        return self._get("safety_checker", lambda: build_safety_checker(
+            cfg.safety_checker, threshold=cfg.safety_threshold))
+
+    @property
+    def pii_redactor(self):
+        from mmrag_li.enrich.pii import PIIRedactor
+
+        regions = self.settings.ingest.pii_phone_regions
+        return self._get("pii_redactor", lambda: PIIRedactor(phone_regions=regions))
+
     def ingest(self, paths: Sequence[str | Path] | str | Path, prune: bool = False,
-               workers: Optional[int] = None, batch_files: int = 16, progress: bool = True) -> IngestReport:
-        """Read, enrich, embed and store every file under ``paths``; never aborts on a bad file."""
+               workers: Optional[int] = None, batch_files: Optional[int] = None, progress: bool = True,
+               collection: Optional[str] = None) -> IngestReport:
+        """Read, enrich, embed and store every file under ``paths``; never aborts on a bad file.
+
+        ``collection`` (default ``ingest.collection``) is stamped on every node and checked by the
+        retrievers' ``allowed_collections``. Raises :class:`IngestAborted` only when the store
+        itself cannot be written (what was committed stays; the rest is redone next run).
+        """
         t0 = time.perf_counter()
-        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-        report = IngestReport(store=str(self.store_dir.resolve()))
+        cfg = self.settings.ingest
+        collection = check_collection(collection or cfg.collection or DEFAULT_COLLECTION)
+        paths = [paths] if isinstance(paths, (str, bytes, os.PathLike)) else list(paths)
+        self._check_store_writable()
+        report = IngestReport(store=display_path(self.store_dir.resolve()), collection=collection)
+        manifest = self.manifest
+        report.recovered.extend(self._recovered)
+        self._recovered.clear()
+        report.recovered.extend(self.reconcile())
         stages = report.stages
-        for p in paths:
-            if not Path(p).exists():
-                report.failed.append({"path": str(p), "reason": "no such file or directory"})
+        stage_lock = threading.Lock()
+
         reader = self.reader()
-        files = [f for p in paths if Path(p).exists() for f in reader.iter_files(p)]
+        reader.failures.clear()
+        files: List[Path] = []
+        for p in paths:
+            if not os.path.lexists(p):
+                report.failed.append({"path": display_path(p), "reason": "no such file or directory"})
+                continue
+            files.extend(reader.iter_files(p))
+        for err in reader.failures:  # unreadable folders met during the walk
+            report.failed.append({"path": display_path(err.path), "reason": err.reason})
+        reader.failures.clear()
         report.files = len(files)
-        todo: List[tuple] = []
-        done_assets = self.manifest.done_assets()
+
+        todo: List[_Item] = []
+        max_bytes = cfg.max_file_mb * 1024 * 1024
         for f in files:
+            shown = display_path(f)
+            if shown != os.fspath(f):
+                report.failed.append({"path": shown, "reason": "file name is not valid UTF-8 (shown with \\x "
+                                      "escapes); rename the file to ingest it"})
+                continue
             source = str(Path(f).resolve())
             try:
                 st = os.stat(f)
             except OSError as exc:
-                self._fail(report, source, f"cannot stat: {exc.strerror or exc}")
+                reason = "broken symlink" if os.path.islink(f) else f"cannot stat: {exc.strerror or exc}"
+                self._fail(report, _Item(Path(f), source, 0, 0.0, manifest.get(source), collection), reason)
                 continue
-            rec = self.manifest.get(source)
-            if rec and rec.status == "done" and rec.size == st.st_size and rec.mtime == st.st_mtime:
+            rec = manifest.get(source)
+            item = _Item(Path(f), source, st.st_size, st.st_mtime, rec, collection)
+            if not _stat.S_ISREG(st.st_mode):  # FIFOs and devices would block or never end
+                self._fail(report, item, "not a regular file")
+                continue
+            if st.st_size > max_bytes:
+                self._fail(report, item, f"file exceeds max_file_mb ({st.st_size / 1048576:.1f} MB > "
+                                         f"{cfg.max_file_mb:g} MB)")
+                continue
+            if (rec and rec.status == "done" and rec.size == st.st_size and rec.mtime == st.st_mtime
+                    and (rec.collection or DEFAULT_COLLECTION) == collection):
                 report.skipped_unchanged += 1
                 continue
-            todo.append((f, source, st, rec))
+            todo.append(item)
 
-        workers = max(1, workers or self.settings.ingest.workers)
+        workers = max(1, workers or cfg.workers)
+        batch_files = max(1, batch_files or cfg.batch_files)
+        timeout = float(cfg.file_timeout_s)
+        done_assets = manifest.done_assets()
+        known_assets = manifest.known_assets()
         batch: List[_Pending] = []
         bar = tqdm(total=len(todo), desc="ingest", unit="file", file=sys.stderr, disable=not progress)
-        with cf.ThreadPoolExecutor(max_workers=workers) as pool:
-            window = max(2 * workers, 2)  # back-pressure: only a few files in flight
-            it = iter(todo)
-            inflight: Dict[cf.Future, tuple] = {}
+        runner = _Runner(workers)
+        window = max(2 * workers, 2)  # back-pressure: only a few files read ahead of the writer
+        it = iter(todo)
+        inflight: Dict[cf.Future, _Item] = {}
 
-            def submit_next() -> bool:
-                item = next(it, None)
-                if item is None:
-                    return False
-                inflight[pool.submit(self._read_one, item, done_assets, stages)] = item
-                return True
+        def submit_next() -> bool:
+            item = next(it, None)
+            if item is None:
+                return False
+            inflight[runner.submit(self._read_one, item, done_assets, known_assets, stages, stage_lock)] = item
+            return True
 
-            for _ in range(window):
-                if not submit_next():
-                    break
+        for _ in range(window):
+            if not submit_next():
+                break
+        try:
             while inflight:
-                finished, _ = cf.wait(list(inflight), timeout=self.settings.ingest.file_timeout_s,
-                                      return_when=cf.FIRST_COMPLETED)
-                if not finished:  # nothing finished within the per-file timeout: give up on the oldest
-                    fut = next(iter(inflight))
-                    f, source, _st, _rec = inflight.pop(fut)
-                    fut.cancel()
-                    self._fail(report, source, f"timed out after {self.settings.ingest.file_timeout_s:.0f} s")
-                    bar.update(1)
-                    submit_next()
-                    continue
+                started = [s for s in (runner.started_at(f) for f in inflight) if s is not None]
+                wait_s = 0.5 if not started else min(max(min(started) + timeout - time.monotonic(), 0.01), 5.0)
+                finished, _ = cf.wait(list(inflight), timeout=wait_s, return_when=cf.FIRST_COMPLETED)
                 for fut in finished:
-                    f, source, _st, _rec = inflight.pop(fut)
+                    item = inflight.pop(fut)
                     bar.update(1)
                     try:
                         result = fut.result()
                     except IngestError as exc:
-                        self._fail(report, source, exc.reason)
+                        self._fail(report, item, exc.reason)
                     except Exception as exc:  # a reader bug must not lose the rest of the run
-                        log.exception("unexpected error reading %s", source)
-                        self._fail(report, source, f"{type(exc).__name__}: {exc}")
+                        log.exception("unexpected error reading %s", item.source)
+                        self._fail(report, item, f"{type(exc).__name__}: {exc}")
                     else:
-                        if result == "unchanged":
+                        if result.kind == "unchanged":
                             report.skipped_unchanged += 1
-                        elif result == "duplicate":
+                        elif result.kind == "duplicate":
                             report.duplicates += 1
-                        elif result is not None:
-                            batch.append(result)
+                        batch.append(result)
                     submit_next()
+                now = time.monotonic()
+                for fut, item in list(inflight.items()):
+                    s = runner.started_at(fut)
+                    if s is not None and now - s > timeout and not fut.done():
+                        inflight.pop(fut)
+                        runner.abandon(fut)  # the thread may still be busy; nothing waits for it
+                        bar.update(1)
+                        report.timed_out += 1
+                        self._fail(report, item, f"timed out after {timeout:g} s")
+                        submit_next()
                 if len(batch) >= batch_files:
-                    self._commit(batch, report)
+                    self._commit_safe(batch, report)
                     batch = []
             if batch:
-                self._commit(batch, report)
-        bar.close()
+                self._commit_safe(batch, report)
+        finally:
+            runner.shutdown(inflight)
+            bar.close()
         if prune:
             report.pruned = self.prune(paths)
         report.seconds = time.perf_counter() - t0
         return report
 
-    def _fail(self, report: IngestReport, source: str, reason: str) -> None:
-        report.failed.append({"path": source, "reason": reason})
+    def _fail(self, report: IngestReport, item: _Item, reason: str) -> None:
+        """Report a file and record it in the manifest. Nodes of the version still stored stay
+        tracked, unless the file's content is known to have changed (they no longer describe it)
+        or its row was mid-write (pending): then they are deleted."""
+        report.failed.append({"path": display_path(item.source), "reason": reason})
+        rec = item.rec
+        new_asset = scoped_asset_id(item.content_hash, item.collection) if item.content_hash else None
+        keep = bool(rec and rec.status in ("done", "failed") and (new_asset is None or new_asset == rec.asset_id))
         try:
-            st = os.stat(source)
-            self.manifest.mark_failed(source, reason, size=st.st_size, mtime=st.st_mtime)
-        except OSError:
-            self.manifest.mark_failed(source, reason)
+            if rec and not keep:
+                for old in rec.stale_assets():
+                    if not any(r.source != item.source for r in self.manifest.by_asset(old)):
+                        self.stores.delete_asset(old)
+            self.manifest.mark_failed(item.source, reason, size=item.size, mtime=item.mtime, keep_nodes=keep,
+                                      collection=item.collection)
+        except Exception as exc:
+            raise IngestAborted(f"recording the failure of {display_path(item.source)} failed: "
+                                f"{type(exc).__name__}: {exc}") from exc
 
-    def _read_one(self, item: tuple, done_assets: Dict[str, List[str]], stages: Dict[str, float]):
-        f, source, st, rec = item
+    def _read_one(self, item: _Item, done_assets: Dict[str, List[str]], known_assets: Set[str],
+                  stages: Dict[str, float], stage_lock: threading.Lock) -> _Pending:
+        """Runs in a worker thread: no manifest or store writes here (the main thread owns them)."""
         t = time.perf_counter()
-        asset_id = file_hash(f)
+        try:
+            raw = file_hash(item.path)
+        except PermissionError:
+            raise IngestError(item.source, "permission denied") from None
+        except OSError as exc:
+            raise IngestError(item.source, f"cannot read file: {exc.strerror or exc}") from None
+        item.content_hash = raw
+        asset_id = scoped_asset_id(raw, item.collection)
+        rec = item.rec
         if rec and rec.status == "done" and rec.asset_id == asset_id:
-            self.manifest.mark_pending([(source, asset_id, st.st_size, st.st_mtime, rec.node_ids)])
-            self.manifest.mark_done([source])  # only the mtime changed
-            return "unchanged"
+            return _Pending(item, asset_id, [], rec.node_ids, kind="unchanged")  # only the mtime changed
         if asset_id in done_assets and (rec is None or rec.asset_id != asset_id):
-            # Same bytes already stored under another path: record it, encode nothing.
-            self.manifest.mark_pending([(source, asset_id, st.st_size, st.st_mtime, done_assets[asset_id])])
-            self.manifest.mark_done([source])
-            return "duplicate"
-        nodes = self.reader().read_file(f)
-        stages["read"] = stages.get("read", 0.0) + time.perf_counter() - t
-        replaces = rec.asset_id if rec and rec.asset_id else None
-        return _Pending(source, asset_id, st.st_size, st.st_mtime, nodes, replaces)
+            # Same bytes already stored under another path (same collection): record, encode nothing.
+            return _Pending(item, asset_id, [], done_assets[asset_id], kind="duplicate")
+        nodes = self.reader().read_file(item.path)
+        got = {n.metadata.get("content_hash") or n.metadata.get("asset_id") for n in nodes}
+        if got and got != {raw}:
+            raise IngestError(item.source, "file changed while it was being read; the next run reads it again")
+        nodes = self._prepare_nodes(nodes, item, raw, asset_id)
+        with stage_lock:
+            stages["read"] = stages.get("read", 0.0) + time.perf_counter() - t
+        cleanup = rec is not None or asset_id in known_assets
+        return _Pending(item, asset_id, nodes, [n.node_id for n in nodes], kind="new", cleanup=cleanup)
+
+    def _prepare_nodes(self, nodes: List[BaseNode], item: _Item, raw: str, asset_id: str) -> List[BaseNode]:
+        """Collection stamp (and namespaced ids), polyglot note, safety check, PII redaction."""
+        cfg = self.settings.ingest
+        if asset_id != raw:
+            _rescope(nodes, raw, asset_id)
+        for n in nodes:
+            n.metadata["collection"] = item.collection
+        if nodes:
+            from mmrag_li.readers.polyglot import polyglot_note
+
+            note = polyglot_note(item.path, str(nodes[0].metadata.get("mime_type") or ""))
+            if note:
+                if cfg.refuse_polyglots:
+                    raise IngestError(item.source, f"polyglot file refused: {note}")
+                for n in nodes:
+                    n.metadata["polyglot"] = note
+                    for keys in (n.excluded_embed_metadata_keys, n.excluded_llm_metadata_keys):
+                        if "polyglot" not in keys:
+                            keys.append("polyglot")
+        checker = self._c.get("safety_checker") or (self.safety_checker if cfg.safety_checker else None)
+        if checker is not None:
+            from mmrag_li.enrich.safety import check_nodes
+
+            verdict = check_nodes(checker, nodes)
+            if verdict is not None and not verdict.allowed:
+                _discard_blobs(nodes)
+                raise IngestError(item.source, f"refused by safety checker: {verdict.label} {verdict.score:.2f}")
+        if cfg.redact_pii:
+            from mmrag_li.enrich.pii import redact_nodes
+
+            if redact_nodes(nodes, self.pii_redactor):
+                _discard_text_originals(nodes)
+        return nodes
+
+    def _commit_safe(self, batch: List[_Pending], report: IngestReport) -> None:
+        try:
+            self._commit(batch, report)
+        except IngestAborted:
+            raise
+        except Exception as exc:
+            hint = ""
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                hint = " Free some disk space and run the same ingest again."
+            elif "lance" in type(exc).__module__.lower() or "lance" in str(exc).lower():
+                hint = (f" If a table under {self.store_dir / 'lancedb'} is damaged, move that <collection>.lance "
+                        "folder aside and run the same ingest again: files whose nodes are missing are re-read.")
+            raise IngestAborted(
+                f"storing a batch of {len(batch)} file(s) failed: {type(exc).__name__}: {exc}. Batches committed "
+                f"before are kept; these files stay pending and the next run redoes them.{hint}") from exc
 
     def _commit(self, batch: List[_Pending], report: IngestReport) -> None:
-        """Embed and write one batch, then mark it done: the unit of crash safety."""
+        """Embed and write one batch, delete what it replaces, then mark it done: the unit of crash safety."""
         stages = report.stages
-        self.manifest.mark_pending([(p.source, p.asset_id, p.size, p.mtime, [n.node_id for n in p.nodes])
-                                    for p in batch])
-        nodes = [n for p in batch for n in p.nodes]
+        for p in batch:
+            if p.kind == "unchanged":
+                self.manifest.touch(p.source, p.item.size, p.item.mtime)
+        writes = [p for p in batch if p.kind != "unchanged"]
+        if not writes:
+            return
+        self.manifest.mark_pending([(p.source, p.asset_id, p.item.size, p.item.mtime, p.node_ids, p.item.collection)
+                                    for p in writes])
+        nodes = [n for p in writes for n in p.nodes]
         t = time.perf_counter()
-        self._embed_text([n for n in nodes if not isinstance(n, ImageNode)])
+        self._embed_text([n for n in nodes if not isinstance(n, ImageNode)], report)
         stages["embed_text"] = stages.get("embed_text", 0.0) + time.perf_counter() - t
         t = time.perf_counter()
-        self._embed_images([n for n in nodes if isinstance(n, ImageNode)])
+        self._embed_images([n for n in nodes if isinstance(n, ImageNode)], report)
         stages["embed_image"] = stages.get("embed_image", 0.0) + time.perf_counter() - t
         t = time.perf_counter()
-        for p in batch:
-            stale = {p.replaces, p.asset_id} - {None}
-            for old in stale:
-                if old != p.asset_id and any(r.source != p.source for r in self.manifest.by_asset(old)):
-                    continue  # another file still holds these bytes
-                self.stores.delete_asset(old)
         by_collection: Dict[str, List[BaseNode]] = {c: [] for c in COLLECTIONS}
         for n in nodes:
             by_collection[collection_of(n.metadata.get("modality", "text"))].append(n)
         for coll, ns in by_collection.items():
             if ns:
                 self.stores.upsert(coll, ns)
+        # Only now, with the new nodes stored, remove what they replace (a query never sees a gap).
+        for p in writes:
+            rec = self.manifest.get(p.source)
+            for old in (rec.prev_assets if rec else []):
+                if not any(r.source != p.source for r in self.manifest.by_asset(old)):
+                    self.stores.delete_asset(old)
+            if p.cleanup and p.kind == "new":
+                self._delete_leftovers(p.asset_id, set(p.node_ids))
         stages["store"] = stages.get("store", 0.0) + time.perf_counter() - t
-        self.manifest.mark_done([p.source for p in batch])
-        for n in nodes:
-            kind = n.metadata.get("modality", "text")
-            report.nodes[kind] = report.nodes.get(kind, 0) + 1
+        self.manifest.mark_done([p.source for p in writes])
+        for p in writes:
+            for n in p.nodes:
+                kind = n.metadata.get("modality", "text")
+                report.nodes[kind] = report.nodes.get(kind, 0) + 1
+            warn = _warnings_of(p.nodes)
+            if warn:
+                report.warnings.append({"path": display_path(p.source), "warnings": warn})
 
-    def _embed_text(self, nodes: List[BaseNode]) -> None:
+    def _delete_leftovers(self, asset_id: str, keep: Set[str]) -> None:
+        """Nodes of ``asset_id`` from an earlier, different write (a crashed run, another reader
+        configuration) that this write does not contain."""
+        stale: Dict[str, List[str]] = {}
+        for node in self.stores.get_asset_nodes(asset_id):
+            if node.node_id not in keep:
+                stale.setdefault(collection_of(node.metadata.get("modality", "text")), []).append(node.node_id)
+        for coll, ids in stale.items():
+            self.stores.vector_store(coll).delete_nodes(node_ids=ids)
+
+    def _embed_text(self, nodes: List[BaseNode], report: Optional[IngestReport] = None) -> None:
         if not nodes:
             return
         from mmrag_li.embeddings.text import text_model_identity
@@ -292,23 +659,73 @@ class MultiModalRAG:
         model_id, version = text_model_identity(emb)
         texts = [n.get_content(MetadataMode.EMBED) for n in nodes]
         keys = [cache_key(model_id, version, "text", t) for t in texts]
-        vecs = self.embedding_cache.get_or_compute(
-            keys, lambda idx: emb.get_text_embedding_batch([texts[i] for i in idx]))
+        computed = [0]
+
+        def compute(idx: List[int]) -> List[List[float]]:
+            computed[0] += len(idx)
+            return emb.get_text_embedding_batch([texts[i] for i in idx])
+
+        vecs = self.embedding_cache.get_or_compute(keys, compute)
+        if report is not None:
+            report.encoded["text"] += computed[0]
+            report.cached["text"] += len(nodes) - computed[0]
         for n, v in zip(nodes, vecs):
             n.embedding = list(v)
             n.metadata["embed_model"] = model_id
 
-    def _embed_images(self, nodes: List[ImageNode]) -> None:
+    def _embed_images(self, nodes: List[ImageNode], report: Optional[IngestReport] = None) -> None:
         if not nodes:
             return
         clip = self.clip_embed
         paths = [n.image_path for n in nodes]
         keys = [cache_key(clip.model_id, clip.version, "image", file_hash(p)) for p in paths]
-        vecs = self.embedding_cache.get_or_compute(
-            keys, lambda idx: clip.get_image_embedding_batch([paths[i] for i in idx]))
+        computed = [0]
+
+        def compute(idx: List[int]) -> List[List[float]]:
+            computed[0] += len(idx)
+            return clip.get_image_embedding_batch([paths[i] for i in idx])
+
+        vecs = self.embedding_cache.get_or_compute(keys, compute)
+        if report is not None:
+            report.encoded["image"] += computed[0]
+            report.cached["image"] += len(nodes) - computed[0]
         for n, v in zip(nodes, vecs):
             n.embedding = list(v)
             n.metadata["embed_model"] = clip.model_id
+
+    def reconcile(self) -> List[str]:
+        """Make the manifest and the stores agree before a run (after a lost table, a restored
+        backup, a manifest rebuilt elsewhere). Cheap when they agree (row counts only); else
+        rows whose nodes are missing go back to pending and untracked assets are deleted."""
+        expected = self.manifest.expected_nodes()
+        want: Dict[str, int] = {c: 0 for c in COLLECTIONS}
+        for ids in _unique_ids(expected).values():
+            for c, n in ids.items():
+                want[c] += n
+        have = self.stores.count()
+        pending = self.manifest.counts().get("pending", 0)
+        if all(have.get(c, 0) == want[c] for c in COLLECTIONS) or (
+                pending and all(have.get(c, 0) >= want[c] for c in COLLECTIONS)):
+            return []
+        stored: Dict[str, Set[str]] = {}
+        for c in COLLECTIONS:
+            for node in self.stores.all_nodes(c):
+                stored.setdefault(node.metadata.get("asset_id") or "", set()).add(node.node_id)
+        notes: List[str] = []
+        redo = [rec for rec in self.manifest.all() if rec.status in ("done", "failed") and rec.node_ids
+                and not set(rec.node_ids) <= stored.get(rec.asset_id or "", set())]
+        if redo:
+            self.manifest.mark_pending([(r.source, r.asset_id, -1, -1.0, r.node_ids, r.collection) for r in redo])
+            notes.append(f"{len(redo)} file(s) had nodes missing from the stores: marked for re-reading")
+        known = self.manifest.known_assets()
+        orphans = [a for a in stored if a and a not in known]
+        for a in orphans:
+            self.stores.delete_asset(a)
+        if orphans:
+            notes.append(f"deleted the nodes of {len(orphans)} asset(s) that no manifest row tracks")
+        for n in notes:
+            log.warning("reconcile: %s", n)
+        return notes
 
     def prune(self, roots: Sequence[str | Path]) -> int:
         """Delete the nodes of files under ``roots`` that no longer exist on disk."""
@@ -317,11 +734,11 @@ class MultiModalRAG:
         for rec in self.manifest.all():
             if not any(rec.source == r or rec.source.startswith(r.rstrip(os.sep) + os.sep) for r in roots_abs):
                 continue
-            if Path(rec.source).exists():
+            if os.path.exists(rec.source):
                 continue
-            others = [r for r in self.manifest.by_asset(rec.asset_id or "") if r.source != rec.source]
-            if rec.asset_id and not others:
-                self.stores.delete_asset(rec.asset_id)
+            for old in rec.stale_assets():
+                if not any(r.source != rec.source for r in self.manifest.by_asset(old)):
+                    self.stores.delete_asset(old)
             self.manifest.remove(rec.source)
             removed += 1
         return removed
@@ -444,3 +861,68 @@ class MultiModalRAG:
             comp = self._c.pop(name, None)
             if comp is not None and hasattr(comp, "close"):
                 comp.close()
+
+
+# ---- helpers of the ingestion path ----------------------------------------------------------------
+def _rescope(nodes: List[BaseNode], raw: str, asset_id: str) -> None:
+    """Move nodes read from bytes ``raw`` to the collection-scoped ``asset_id`` (ids, links)."""
+    for n in nodes:
+        if n.id_.startswith(raw):
+            n.id_ = asset_id + n.id_[len(raw):]
+        n.metadata["asset_id"] = asset_id
+        pid = n.metadata.get("parent_image_id")
+        if isinstance(pid, str) and pid.startswith(raw):
+            n.metadata["parent_image_id"] = asset_id + pid[len(raw):]
+        src = n.relationships.get(NodeRelationship.SOURCE)
+        if src is not None and getattr(src, "node_id", None) == raw:
+            n.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=asset_id)
+
+
+def _warnings_of(nodes: Sequence[BaseNode]) -> List[str]:
+    out: List[str] = []
+    for n in nodes:
+        for key in _WARN_KEYS:
+            val = n.metadata.get(key)
+            if not val:
+                continue
+            for v in (val if isinstance(val, list) else [val]):
+                line = f"{key}: {v}" if key != "ingest_warnings" else str(v)
+                if line not in out:
+                    out.append(line)
+    return out
+
+
+def _discard_blobs(nodes: Sequence[BaseNode]) -> None:
+    """Refused content is not kept: remove the copies and renders the reader wrote."""
+    for n in nodes:
+        for key in ("blob_path", "thumbnail_path", "image_path"):
+            p = n.metadata.get(key) or (getattr(n, "image_path", None) if key == "image_path" else None)
+            if p:
+                try:
+                    os.unlink(p)
+                except OSError:
+                    pass
+
+
+def _discard_text_originals(nodes: Sequence[BaseNode]) -> None:
+    """With PII redaction, a verbatim copy of a text file must not stay in the blob store."""
+    for n in nodes:
+        if n.metadata.get("mime_type", "").startswith("text/") and n.metadata.get("blob_path"):
+            try:
+                os.unlink(n.metadata["blob_path"])
+            except OSError:
+                pass
+            n.metadata.pop("blob_path", None)
+
+
+def _unique_ids(expected: Dict[str, Set[str]]) -> Dict[str, Dict[str, int]]:
+    """asset -> collection -> number of distinct node ids (ids are '<asset>:<modality>...')."""
+    out: Dict[str, Dict[str, int]] = {}
+    for asset, ids in expected.items():
+        per: Dict[str, int] = {}
+        for nid in ids:
+            parts = nid.split(":")
+            coll = collection_of(parts[1] if len(parts) > 1 else "text")
+            per[coll] = per.get(coll, 0) + 1
+        out[asset] = per
+    return out

@@ -324,6 +324,19 @@ class CitationQueryEngine(BaseQueryEngine):
             logger.warning("could not write query log %s: %s", self.log_path, exc)
 
     # -- shared prologue / epilogue ------------------------------------------------------------
+    def _visible(self, nodes: List[NodeWithScore]) -> List[NodeWithScore]:
+        """Tenant guard on the answer path: evidence from a collection the retriever does not allow
+        never reaches the LLM or the response, even if a retriever (a custom one, a bug) returned it."""
+        cfg = getattr(self._retriever, "config", None)
+        allowed = getattr(cfg, "allowed_collections", None)
+        if not allowed:
+            return nodes
+        kept = [n for n in nodes if n.node.metadata.get("collection", "default") in allowed]
+        if len(kept) != len(nodes):
+            logger.warning("dropped %d retrieved node(s) outside the allowed collections %s",
+                           len(nodes) - len(kept), list(allowed))
+        return kept
+
     def _prepare(self, qb: QueryBundle, nodes: List[NodeWithScore], timings: Dict[str, float]):
         t = time.perf_counter()
         evidence = self.build_evidence(nodes, qb.query_str)
@@ -350,7 +363,7 @@ class CitationQueryEngine(BaseQueryEngine):
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         timings: Dict[str, float] = {}
         t = time.perf_counter()
-        nodes = list(self._retriever.retrieve(query_bundle))
+        nodes = self._visible(list(self._retriever.retrieve(query_bundle)))
         timings["retrieval_s"] = time.perf_counter() - t
         evidence, query_image = self._prepare(query_bundle, nodes, timings)
         if self.streaming:
@@ -385,7 +398,7 @@ class CitationQueryEngine(BaseQueryEngine):
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         timings: Dict[str, float] = {}
         t = time.perf_counter()
-        nodes = list(await self._retriever.aretrieve(query_bundle))
+        nodes = self._visible(list(await self._retriever.aretrieve(query_bundle)))
         timings["retrieval_s"] = time.perf_counter() - t
         evidence, query_image = self._prepare(query_bundle, nodes, timings)
         if self.streaming:
