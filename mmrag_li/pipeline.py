@@ -773,7 +773,17 @@ class MultiModalRAG:
         key = ("retriever", tuple(sorted((k, repr(v)) for k, v in overrides.items())))
         return self._get(str(key), lambda: FusionRetriever(
             self.stores, self.text_embed, self.clip_embed, cfg, reranker=self._reranker(cfg),
-            describe_image=self.describe_image))
+            describe_image=self.describe_image, bm25=self._bm25_cache()))
+
+    def _bm25_cache(self):
+        """One keyword index per pipeline, rebuilt whenever the manifest records a change."""
+        from mmrag_li.retrieval.bm25 import BM25Cache
+        from mmrag_li.retrieval.fusion import TEXT_RETRIEVERS
+
+        stores = self.stores
+        return self._get("bm25", lambda: BM25Cache(
+            lambda: [n for c in TEXT_RETRIEVERS for n in stores.all_nodes(c)],
+            lambda: (tuple(sorted(stores.count().items())), self.manifest.last_change())))
 
     def _reranker(self, cfg):
         if not cfg.rerank:
@@ -824,7 +834,7 @@ class MultiModalRAG:
         from mmrag_li.stores import build_multimodal_index
 
         return self._get("index", lambda: build_multimodal_index(
-            self.stores, "text", self.text_embed, self.clip_embed))
+            self.stores, "text", embed_model=self.text_embed, image_embed_model=self.clip_embed))
 
     # ---- inspection ---------------------------------------------------------------------------
     def resolve_asset(self, path_or_id: str) -> Optional[str]:
