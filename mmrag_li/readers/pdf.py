@@ -103,6 +103,7 @@ class PDFReader(MMReader):
             splitter = SentenceSplitter(chunk_size=cfg.chunk_size, chunk_overlap=cfg.chunk_overlap)
             version = pymupdf_version()
             failed = 0
+            first_error = ""
             for index in range(n_pages):
                 try:
                     nodes = self._page(doc, index, path, asset_id, common, splitter, version)
@@ -110,11 +111,12 @@ class PDFReader(MMReader):
                     raise
                 except Exception as exc:  # one broken page must not lose the others
                     failed += 1
+                    first_error = first_error or f"{type(exc).__name__}: {exc}"
                     self._warn(path, f"page {index + 1} failed: {type(exc).__name__}: {exc}")
                     continue
                 yield from nodes
             if failed == n_pages:
-                raise IngestError(str(path), f"all {n_pages} pages failed to load (corrupt PDF)")
+                raise IngestError(str(path), f"all {n_pages} pages failed to load (first: {first_error})")
         finally:
             doc.close()
 
