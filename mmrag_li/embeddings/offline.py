@@ -90,7 +90,7 @@ class ImageNetTagger:
         self.labels = [line.strip() for line in LABELS_FILE.read_text().splitlines() if line.strip()]
         if len(self.labels) != 1000:
             raise ModelUnavailableError(f"{LABELS_FILE}: expected 1000 ImageNet labels, found {len(self.labels)}")
-        self.version = "efficientnet-lite0-57934424+" + hashlib.sha256(LABELS_FILE.read_bytes()).hexdigest()[:8]
+        self.version = "efficientnet-lite0-57934424+bare-labels+" + hashlib.sha256(LABELS_FILE.read_bytes()).hexdigest()[:8]
         self.label_vecs = self._label_vectors()
         self.colour_vecs = dict(zip(COLOURS, self.encode_text([f"{c} colour" for c in COLOURS])))
 
@@ -103,7 +103,7 @@ class ImageNetTagger:
                     return vecs
             except (OSError, ValueError):
                 pass
-        vecs = self.encode_text([f"a photo of a {lab}" for lab in self.labels])
+        vecs = self.encode_text(self.labels)  # bare names: a shared "a photo of" prefix blurs them
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
@@ -168,9 +168,9 @@ class TaggerClipEncoder:
     """``ClipEncoder`` over the tagger: texts and images in MiniLM's 384-d space."""
 
     dim = 384
-    # Measured on the dev set: unrelated text->image pairs score 0.15-0.30 in this space, matches
-    # 0.45+; different photos score up to ~0.7 with each other, near-duplicates 0.9+.
-    floors = {"image": 0.3, "image2image": 0.7}
+    # Measured on the example photos: unrelated text->image pairs score 0.0-0.31 in this space,
+    # matches 0.5+; different photos score up to ~0.7 with each other, near-duplicates 0.85+.
+    floors = {"image": 0.32, "image2image": 0.7}
 
     def __init__(self, device: str = "cpu"):
         self.tagger = get_tagger(device)
@@ -200,7 +200,7 @@ class TaggerCaptioner:
             names = [t.split(",")[0].strip() for t, _ in tags]
             synonyms = sorted({s.strip() for t, _ in tags for s in t.split(",")[1:] if s.strip()})
             colours = [c for c, _ in dominant_colours(im)]
-            text = "a photo of " + (" or ".join(names))
+            text = ", ".join(names)  # tags, not prose: a shared "a photo of" would match every query
             if synonyms:
                 text += f" ({', '.join(synonyms[:4])})"
             if colours:
