@@ -498,8 +498,9 @@ def write_readme(out: Path, provenance: List[str], counts: Dict[str, int], wheel
     lines += ["", f"Total: {sum(counts.values())} queries.", "",
               "Relevant ids are paths relative to `corpus/`; `#page=N` = that page of the PDF.", "",
               "## Files and provenance", "",
-              X
-              "astronaut = NASA, chelsea/coffee = Stefan van der Walt / Rachel Michetti, rocket = NASA/SpaceX, ...); "
+              "Licences: scikit-image sample images: as stated in each `skimage.data.<name>` docstring (e.g. "
+              "astronaut: NASA, public domain; rocket: SpaceX, public domain), otherwise the wheel's LICENSE.txt "
+              "(BSD-3-Clause, the scikit-image team); "
               "scikit-learn china.jpg and flower.jpg: CC BY 2.0 (Flickr users danielbuechele and vultilion, see "
               "sklearn/datasets/images/README.txt); matplotlib sample_data grace_hopper.jpg: public domain (US Navy); "
               "Twemoji graphics: CC BY 4.0, Twitter Inc. and contributors; shared-mime-info spec: freedesktop.org; "
