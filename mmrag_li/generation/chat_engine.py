@@ -124,7 +124,7 @@ class MultiModalChatEngine(BaseChatEngine):
         if not prev:
             return message
         words = [t for t in tokenize(message) if t not in STOPWORDS]
-        if not (_ANAPHORA.search(message) or len(words) <= 3):
+        if not (_ANAPHORA.search(message) or len(words) <= 1):  # "And the date?" yes; "capital of Peru?" no
             return message  # a self-contained new question
         have = set(tokenize(message))
         terms = [t for t in dict.fromkeys(tokenize(prev)) if t not in STOPWORDS and t not in have and len(t) > 1]

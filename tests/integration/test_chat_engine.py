@@ -65,6 +65,9 @@ def test_offline_new_question_is_not_polluted(corpus):
     chat.chat("What is the invoice total?")
     r = chat.chat("How many ergonomic chairs were delivered to Berlin?")
     assert r.metadata["standalone_question"] == "How many ergonomic chairs were delivered to Berlin?"
+    # short but self-contained questions stay untouched too (regression: got the last topic appended)
+    r = chat.chat("What is the capital of Peru?")
+    assert r.metadata["standalone_question"] == "What is the capital of Peru?"
 
 
 def test_offline_stream_chat_writes_history(corpus):
