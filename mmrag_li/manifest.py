@@ -96,7 +96,9 @@ class Manifest:
             if check:
                 rows = self._db.execute("PRAGMA quick_check").fetchall()
                 if rows and rows[0][0] != "ok":
-                    raise ManifestCorruptError(self.path, "; ".join(str(r[0]) for r in rows[:3]))
+                    lines = [ln for r in rows for ln in str(r[0]).splitlines() if ln.strip()]
+                    detail = "; ".join(lines[:3]) + (f"; ... {len(lines) - 3} more" if len(lines) > 3 else "")
+                    raise ManifestCorruptError(self.path, "integrity check failed: " + detail[:300])
             self._db.executescript(SCHEMA)
             self._migrate()
         except ManifestCorruptError:

@@ -61,6 +61,35 @@ class IngestAborted(MMRAGError):
     Batches committed before stay; the failed batch stays ``pending`` and the next run redoes it."""
 
 
+class StoreCorruptError(MMRAGError):
+    """A store file cannot be read; the message names it and says how to recover."""
+
+
+def _damage_message(table_dir: Path, path: Optional[Path], exc: BaseException) -> str:
+    where = f"data file {path}" if path else "its manifest/version files"
+    return (f"LanceDB table {table_dir} is damaged: {where} cannot be read ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}). Recovery: move {table_dir} aside (mv {table_dir} "
+            f"{table_dir}.damaged) and run the same `mmrag ingest` again: the files whose nodes were in it "
+            "are read again (vectors come from the embedding cache), nothing else is touched.")
+
+
+def _lance_damage(uri: Path, exc: BaseException) -> "StoreCorruptError":
+    """Find which table fails to open, for the message."""
+    try:
+        import lancedb
+
+        conn = lancedb.connect(str(uri))
+        for c in COLLECTIONS:
+            if (uri / f"{c}.lance").exists():
+                try:
+                    conn.open_table(c)
+                except Exception as inner:  # the damaged one
+                    return StoreCorruptError(_damage_message(uri / f"{c}.lance", None, inner))
+    except Exception:
+        pass
+    return StoreCorruptError(f"cannot open the LanceDB store {uri}: {type(exc).__name__}: {exc}")
+
+
 class StoreNotWritableError(IngestAborted):
     """The store directory cannot be written; checked before anything is changed."""
 
@@ -245,7 +274,7 @@ class MultiModalRAG:
     def stores(self):
         from mmrag_li.stores import ModalityStores
 
-        return self._get("stores", lambda: ModalityStores.from_config(self.settings))
+        return self._get("stores", lambda: self._open_stores(ModalityStores))
 
     @property
     def text_embed(self):
@@ -275,8 +304,7 @@ class MultiModalRAG:
 
     @property
     def embedding_cache(self):
-        return self._get("cache", lambda: open_cache(
-            self.store_dir / "embedding_cache.sqlite" if self.settings.embedding.cache else None))
+        return self._get("cache", self._open_cache)
 
     def reader(self):
         from mmrag_li.readers.directory import DirectoryReader
@@ -307,6 +335,62 @@ class MultiModalRAG:
                 "record(s) from the stores as pending, so the next ingest re-reads them (vectors come "
                 "from the embedding cache)")
             return manifest
+
+    def _open_cache(self):
+        """The embedding cache; a corrupt cache file is only a cache: moved aside and started afresh."""
+        if not self.settings.embedding.cache:
+            return open_cache(None)
+        import sqlite3
+
+        path = self.store_dir / "embedding_cache.sqlite"
+        try:
+            cache = open_cache(path)
+            cache._db.execute("SELECT COUNT(*) FROM vectors LIMIT 1").fetchone()
+            return cache
+        except sqlite3.DatabaseError as exc:
+            moved = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(path, moved)
+            for suffix in ("-wal", "-shm"):
+                Path(str(path) + suffix).unlink(missing_ok=True)
+            self._recovered.append(f"embedding cache {path} was corrupt ({exc}): moved to {moved.name}; "
+                                   "started an empty cache (vectors are recomputed)")
+            log.warning(self._recovered[-1])
+            return open_cache(path)
+
+    def _open_stores(self, klass):
+        """The stores; a LanceDB table that cannot be opened is named with a recovery hint."""
+        try:
+            return klass.from_config(self.settings)
+        except MMRAGError:
+            raise
+        except Exception as exc:
+            if self.settings.store.backend != "lancedb":
+                raise
+            raise _lance_damage(self.store_dir / "lancedb", exc) from exc
+
+    def _probe_stores(self) -> None:
+        """Read the id column of every LanceDB data file (footers and one small column: cheap) so a
+        damaged file is named before a batch is written, not discovered halfway through."""
+        if self.settings.store.backend != "lancedb":
+            return
+        for c in COLLECTIONS:
+            vs = self.stores.vector_store(c)
+            tbl = vs.lance_table()
+            if tbl is None:
+                continue
+            table_dir = self.store_dir / "lancedb" / f"{c}.lance"
+            try:
+                ds = tbl.to_lance()
+                fragments = ds.get_fragments()
+            except Exception as exc:
+                raise StoreCorruptError(_damage_message(table_dir, None, exc)) from exc
+            for frag in fragments:
+                try:
+                    frag.to_table(columns=["id"])
+                except Exception as exc:
+                    files = [getattr(f, "path", str(f)) for f in frag.data_files()]
+                    path = table_dir / "data" / os.path.basename(files[0]) if files else None
+                    raise StoreCorruptError(_damage_message(table_dir, path, exc)) from exc
 
     @property
     def _recovered(self) -> List[str]:
@@ -384,6 +468,8 @@ class MultiModalRAG:
         self._check_store_writable()
         report = IngestReport(store=display_path(self.store_dir.resolve()), collection=collection)
         manifest = self.manifest
+        self._probe_stores()
+        self.embedding_cache
         report.recovered.extend(self._recovered)
         self._recovered.clear()
         report.recovered.extend(self.reconcile())
