@@ -236,10 +236,17 @@ _MONTH_START_RE = re.compile(r"(?i)^(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov
                              r"oktober|okt|dezember|dez)")
 
 
+def _inside_quote(prefix: str) -> bool:
+    """A boundary inside a quotation is not a sentence end: quoted evidence stays one claim."""
+    return prefix.count('"') % 2 == 1 or prefix.count("\u201c") > prefix.count("\u201d")
+
+
 def _split_raw(text: str) -> List[str]:
     out: List[str] = []
     start = 0
     for m in _SENT_RE.finditer(text):
+        if _inside_quote(text[start:m.start()]):
+            continue
         before = text[start:m.start()]
         after = text[m.end():]
         if before.endswith("."):

@@ -196,3 +196,11 @@ def test_quote_with_inner_double_quotes_swapped_by_extractive():
     ev = [item("E1", text='He said "hi there" loudly.')]
     assert verify_answer("Extractive answer (no generative model configured): \"He said 'hi there' loudly.\" [E1]",
                          ev).verified
+
+
+def test_sentence_split_keeps_quotations_whole():
+    from mmrag_li.generation.verify import split_claim_sentences
+
+    answer = 'Extractive answer: "Our espresso machine was serviced in March; photo below." [E1]'
+    assert split_claim_sentences(answer) == [answer]
+    assert len(split_claim_sentences('He said \u201cfirst; second.\u201d [E1]\nThen more. [E2]')) == 2
