@@ -128,15 +128,6 @@ class Manifest:
             rows = self._db.execute(f"SELECT {_COLS} FROM files WHERE asset_id=?", (asset_id,)).fetchall()
         return [self._record(r) for r in rows]
 
-    def holders(self, asset_id: str, exclude: Iterable[str] = ()) -> List[str]:
-        """Sources (other than ``exclude``) whose current or previous asset is ``asset_id``."""
-        skip = set(exclude)
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT source FROM files WHERE asset_id=? OR prev_assets LIKE ?",
-                (asset_id, f'%"{asset_id}"%')).fetchall()
-        return [r[0] for r in rows if r[0] not in skip]
-
     def all(self, status: Optional[str] = None) -> List[FileRecord]:
         q = f"SELECT {_COLS} FROM files"
         with self._lock:

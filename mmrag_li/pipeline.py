@@ -465,6 +465,7 @@ class MultiModalRAG:
         cfg = self.settings.ingest
         collection = check_collection(collection or cfg.collection or DEFAULT_COLLECTION)
         paths = [paths] if isinstance(paths, (str, bytes, os.PathLike)) else list(paths)
+        paths = [os.fsdecode(p) if isinstance(p, bytes) else p for p in paths]
         self._check_store_writable()
         report = IngestReport(store=display_path(self.store_dir.resolve()), collection=collection)
         manifest = self.manifest
@@ -476,17 +477,18 @@ class MultiModalRAG:
         stages = report.stages
         stage_lock = threading.Lock()
 
-        reader = self.reader()
-        reader.failures.clear()
+        # The walk needs no models: a bare reader, so a run with nothing to do loads none.
+        from mmrag_li.readers.directory import DirectoryReader
+
+        walker = DirectoryReader.from_defaults(self.settings)
         files: List[Path] = []
         for p in paths:
             if not os.path.lexists(p):
                 report.failed.append({"path": display_path(p), "reason": "no such file or directory"})
                 continue
-            files.extend(reader.iter_files(p))
-        for err in reader.failures:  # unreadable folders met during the walk
+            files.extend(walker.iter_files(p))
+        for err in walker.failures:  # unreadable folders met during the walk
             report.failed.append({"path": display_path(err.path), "reason": err.reason})
-        reader.failures.clear()
         report.files = len(files)
 
         todo: List[_Item] = []
@@ -519,6 +521,12 @@ class MultiModalRAG:
                 continue
             todo.append(item)
 
+        if todo:  # build shared components here, not racing in the worker threads
+            self.reader()
+            if cfg.safety_checker and "safety_checker" not in self._c:
+                self.safety_checker
+            if cfg.redact_pii:
+                self.pii_redactor
         workers = max(1, workers or cfg.workers)
         batch_files = max(1, batch_files or cfg.batch_files)
         timeout = float(cfg.file_timeout_s)
