@@ -24,7 +24,7 @@ from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter,
 
 from mmrag_li.config import RetrievalConfig
 from mmrag_li.retrieval.bm25 import BM25Cache, matches_filters
-from mmrag_li.schema import CAPTION, OCR, TEXT
+from mmrag_li.schema import CAPTION, CROP, IMAGE, OCR, PAGE, TEXT
 
 TEXT_RETRIEVERS = ("caption", "ocr", "text")
 ALL_RETRIEVERS = ("image", "caption", "ocr", "text", "bm25", "image2image")
@@ -271,12 +271,21 @@ class FusionRetriever(BaseRetriever):
                 modalities.add(mod)
             if len(chosen) >= EVIDENCE_PER_ASSET:
                 break
-        if not ({CAPTION, OCR} <= modalities) and hasattr(self.stores, "get_asset_nodes"):
-            for node in self.stores.get_asset_nodes(hit.asset_id):
+        has_picture = bool(modalities & {IMAGE, PAGE, CROP})
+        if not (has_picture and {CAPTION, OCR} <= modalities) and hasattr(self.stores, "get_asset_nodes"):
+            # The answerer should see the picture, caption and OCR of the page that matched, even
+            # when only one of them was a hit (e.g. an invoice found by its OCR text alone).
+            for node in sorted(self.stores.get_asset_nodes(hit.asset_id),
+                               key=lambda n: n.metadata.get("modality") == CROP):
                 mod = node.metadata.get("modality")
-                if mod in (CAPTION, OCR) and mod not in modalities and node.metadata.get("page") == hit.page:
+                if node.metadata.get("page") != hit.page:
+                    continue
+                if mod in (CAPTION, OCR) and mod not in modalities:
                     chosen.append(NodeWithScore(node=node, score=0.0))
                     modalities.add(mod)
+                elif mod in (IMAGE, PAGE) and not has_picture:
+                    chosen.insert(0, NodeWithScore(node=node, score=0.0))
+                    has_picture = True
         hit.nodes = [NodeWithScore(node=n.node, score=hit.score) for n in chosen]
 
     # ---- public API -------------------------------------------------------------------------

@@ -165,3 +165,30 @@ def test_usage_and_unknown_targets(tmp_path, capsys):
     assert exc.value.code == 2
     assert main(["inspect", "no-such-asset", "--store", str(tmp_path / "s")]) == 1
     assert main(["search", "--store", str(tmp_path / "s")]) == 2
+
+
+def test_query_with_llm_base_url_sends_images_and_verifies_the_reply(corpus, capsys):
+    """`--llm-base-url` talks to an OpenAI-compatible server (here the labelled local test double)."""
+    from tests.fakes.openai_server import FakeOpenAIServer
+
+    def reply(request):
+        # answer from whichever evidence id holds the invoice, as a real model would
+        text = " ".join(p.get("text", "") for m in request["messages"] if isinstance(m["content"], list)
+                        for p in m["content"] if p.get("type") == "text")
+        import re
+        for block in re.findall(r'<evidence id="(E\d+)"(.*?)</evidence>', text, flags=re.S):
+            if "1,939.00" in block[1]:
+                return f"The invoice total is 1,939.00 EUR [{block[0]}]."
+        return "I don't know"
+
+    _root, _data, store, _ = corpus
+    with FakeOpenAIServer([reply]) as srv:
+        code, ans = run_cli(capsys, "query", "What is the total of invoice 4711?", "--store", str(store),
+                            "--json", "--llm-base-url", srv.base_url, "--llm-model", "fake-vlm")
+        request = srv.requests[0]
+    assert code == 0 and ans["verified"] is True, ans
+    assert "1,939.00" in ans["answer"] and ans["extractive"] is False
+    parts = [p for m in request["messages"] if isinstance(m["content"], list) for p in m["content"]]
+    assert any(p["type"] == "image_url" and p["image_url"]["url"].startswith("data:image/") for p in parts)
+    system = next(m for m in request["messages"] if m["role"] == "system")
+    assert "cite" in str(system["content"]).lower()
