@@ -41,14 +41,15 @@ CREATE TABLE IF NOT EXISTS files (
     reason      TEXT,
     updated_at  REAL NOT NULL,
     collection  TEXT,
-    prev_assets TEXT NOT NULL DEFAULT '[]'
+    prev_assets TEXT NOT NULL DEFAULT '[]',
+    config      TEXT                    -- fingerprint of the settings that shaped the nodes
 );
 CREATE INDEX IF NOT EXISTS files_asset ON files(asset_id);
 CREATE INDEX IF NOT EXISTS files_status ON files(status);
 """
 # Columns added after the first release, with their SQL definitions (migrated on open).
-_ADDED_COLUMNS = {"collection": "TEXT", "prev_assets": "TEXT NOT NULL DEFAULT '[]'"}
-_COLS = "source, asset_id, size, mtime, status, node_ids, reason, collection, prev_assets"
+_ADDED_COLUMNS = {"collection": "TEXT", "prev_assets": "TEXT NOT NULL DEFAULT '[]'", "config": "TEXT"}
+_COLS = "source, asset_id, size, mtime, status, node_ids, reason, collection, prev_assets, config"
 
 
 class ManifestCorruptError(MMRAGError):
@@ -73,6 +74,7 @@ class FileRecord:
     reason: Optional[str]
     collection: Optional[str] = None
     prev_assets: List[str] = field(default_factory=list)
+    config: Optional[str] = None
 
     def stale_assets(self) -> List[str]:
         """Asset ids whose nodes may be in the store on behalf of this file (current first)."""
@@ -150,11 +152,11 @@ class Manifest:
             out.update(rec.stale_assets())
         return out
 
-    def done_assets(self) -> Dict[str, List[str]]:
-        """asset_id -> node ids, for files whose nodes are committed."""
+    def done_assets(self, config: Optional[str] = None) -> Dict[str, List[str]]:
+        """asset_id -> node ids, for files whose nodes are committed (made with ``config``, if given)."""
         out: Dict[str, List[str]] = {}
         for rec in self.all("done"):
-            if rec.asset_id:
+            if rec.asset_id and (config is None or rec.config in (None, config)):
                 out.setdefault(rec.asset_id, [])
                 out[rec.asset_id] = sorted(set(out[rec.asset_id]) | set(rec.node_ids))
         return out
@@ -170,7 +172,7 @@ class Manifest:
     @staticmethod
     def _record(row) -> FileRecord:
         return FileRecord(row[0], row[1], row[2], row[3], row[4], json.loads(row[5] or "[]"), row[6],
-                          row[7], json.loads(row[8] or "[]"))
+                          row[7], json.loads(row[8] or "[]"), row[9])
 
     # ---- writes (each call is one transaction) ----------------------------------------------
     def _tx(self, fn) -> None:
@@ -184,7 +186,7 @@ class Manifest:
                 raise
 
     def mark_pending(self, entries: Iterable[Sequence]) -> None:
-        """entries: (source, asset_id, size, mtime, node_ids[, collection]).
+        """entries: (source, asset_id, size, mtime, node_ids[, collection[, config]]).
 
         An asset id the row had before (and that differs from the new one) moves to
         ``prev_assets``: its nodes stay tracked until ``mark_done``."""
@@ -195,6 +197,7 @@ class Manifest:
             for e in entries:
                 source, asset_id, size, mtime, ids = e[:5]
                 collection = e[5] if len(e) > 5 else None
+                config = e[6] if len(e) > 6 else None
                 old = self._db.execute("SELECT asset_id, prev_assets FROM files WHERE source=?",
                                        (source,)).fetchone()
                 prev: List[str] = json.loads(old[1] or "[]") if old else []
@@ -202,8 +205,8 @@ class Manifest:
                     prev.append(old[0])
                 prev = [a for a in prev if a != asset_id]
                 self._db.execute(
-                    f"INSERT OR REPLACE INTO files ({_COLS}, updated_at) VALUES (?, ?, ?, ?, 'pending', ?, NULL, ?, ?, ?)",
-                    (source, asset_id, size, mtime, json.dumps(list(ids)), collection, json.dumps(prev), now))
+                    f"INSERT OR REPLACE INTO files ({_COLS}, updated_at) VALUES (?, ?, ?, ?, 'pending', ?, NULL, ?, ?, ?, ?)",
+                    (source, asset_id, size, mtime, json.dumps(list(ids)), collection, json.dumps(prev), config, now))
 
         self._tx(run)
 
@@ -229,7 +232,7 @@ class Manifest:
                     (reason, size, mtime, now, source))
             else:
                 self._db.execute(
-                    f"INSERT OR REPLACE INTO files ({_COLS}, updated_at) VALUES (?, ?, ?, ?, 'failed', '[]', ?, ?, '[]', ?)",
+                    f"INSERT OR REPLACE INTO files ({_COLS}, updated_at) VALUES (?, ?, ?, ?, 'failed', '[]', ?, ?, '[]', NULL, ?)",
                     (source, asset_id, size, mtime, reason, collection or (old[3] if old else None), now))
 
         self._tx(run)

@@ -156,6 +156,7 @@ class _Item:
     mtime: float
     rec: Optional[FileRecord]
     collection: str
+    config: Optional[str] = None  # fingerprint of the settings that shape nodes
     content_hash: Optional[str] = None  # set by the worker as soon as it is known
 
 
@@ -452,6 +453,30 @@ class MultiModalRAG:
         regions = self.settings.ingest.pii_phone_regions
         return self._get("pii_redactor", lambda: PIIRedactor(phone_regions=regions))
 
+    def config_fingerprint(self) -> str:
+        """Hash of every setting that changes what nodes or vectors a file gives (OCR, captions,
+        embedding models, tiling, chunking, renders, PII, safety). A file ingested under another
+        fingerprint is read again (vectors still come from the cache where the inputs match)."""
+        import json as _json
+
+        s = self.settings
+        i = s.ingest
+        shaping = {
+            "ocr": s.ocr.model_dump(exclude={"timeout_s"}),
+            "caption": s.caption.model_dump(exclude={"batch_size"}),
+            "embedding": s.embedding.model_dump(include={"text_model", "image_backend", "image_model",
+                                                         "image_pretrained"}),
+            "tiling": s.tiling.model_dump(),
+            "ingest": i.model_dump(include={"max_image_pixels", "model_max_side", "max_pdf_pages", "pdf_render_dpi",
+                                            "pdf_ocr_dpi", "pdf_min_image_side", "chunk_size", "chunk_overlap",
+                                            "thumbnail_px", "redact_pii", "pii_phone_regions", "safety_checker",
+                                            "safety_threshold", "refuse_polyglots"}),
+        }
+        if "safety_checker" in self._c:  # an injected checker is part of the recipe too
+            shaping["safety_component"] = type(self._c["safety_checker"]).__name__
+        blob = _json.dumps(shaping, sort_keys=True, default=str).encode("utf-8")
+        return hashlib.sha256(blob).hexdigest()[:16]
+
     def ingest(self, paths: Sequence[str | Path] | str | Path, prune: bool = False,
                workers: Optional[int] = None, batch_files: Optional[int] = None, progress: bool = True,
                collection: Optional[str] = None) -> IngestReport:
@@ -493,6 +518,7 @@ class MultiModalRAG:
 
         todo: List[_Item] = []
         max_bytes = cfg.max_file_mb * 1024 * 1024
+        fingerprint = self.config_fingerprint()
         for f in files:
             shown = display_path(f)
             if shown != os.fspath(f):
@@ -507,7 +533,7 @@ class MultiModalRAG:
                 self._fail(report, _Item(Path(f), source, 0, 0.0, manifest.get(source), collection), reason)
                 continue
             rec = manifest.get(source)
-            item = _Item(Path(f), source, st.st_size, st.st_mtime, rec, collection)
+            item = _Item(Path(f), source, st.st_size, st.st_mtime, rec, collection, fingerprint)
             if not _stat.S_ISREG(st.st_mode):  # FIFOs and devices would block or never end
                 self._fail(report, item, "not a regular file")
                 continue
@@ -516,7 +542,7 @@ class MultiModalRAG:
                                          f"{cfg.max_file_mb:g} MB)")
                 continue
             if (rec and rec.status == "done" and rec.size == st.st_size and rec.mtime == st.st_mtime
-                    and (rec.collection or DEFAULT_COLLECTION) == collection):
+                    and (rec.collection or DEFAULT_COLLECTION) == collection and rec.config in (None, fingerprint)):
                 report.skipped_unchanged += 1
                 continue
             todo.append(item)
@@ -530,7 +556,7 @@ class MultiModalRAG:
         workers = max(1, workers or cfg.workers)
         batch_files = max(1, batch_files or cfg.batch_files)
         timeout = float(cfg.file_timeout_s)
-        done_assets = manifest.done_assets()
+        done_assets = manifest.done_assets(fingerprint)
         known_assets = manifest.known_assets()
         batch: List[_Pending] = []
         bar = tqdm(total=len(todo), desc="ingest", unit="file", file=sys.stderr, disable=not progress)
@@ -626,7 +652,7 @@ class MultiModalRAG:
         item.content_hash = raw
         asset_id = scoped_asset_id(raw, item.collection)
         rec = item.rec
-        if rec and rec.status == "done" and rec.asset_id == asset_id:
+        if rec and rec.status == "done" and rec.asset_id == asset_id and rec.config in (None, item.config):
             return _Pending(item, asset_id, [], rec.node_ids, kind="unchanged")  # only the mtime changed
         if asset_id in done_assets and (rec is None or rec.asset_id != asset_id):
             # Same bytes already stored under another path (same collection): record, encode nothing.
@@ -700,8 +726,8 @@ class MultiModalRAG:
         writes = [p for p in batch if p.kind != "unchanged"]
         if not writes:
             return
-        self.manifest.mark_pending([(p.source, p.asset_id, p.item.size, p.item.mtime, p.node_ids, p.item.collection)
-                                    for p in writes])
+        self.manifest.mark_pending([(p.source, p.asset_id, p.item.size, p.item.mtime, p.node_ids, p.item.collection,
+                                     p.item.config) for p in writes])
         nodes = [n for p in writes for n in p.nodes]
         t = time.perf_counter()
         self._embed_text([n for n in nodes if not isinstance(n, ImageNode)], report)
@@ -809,7 +835,8 @@ class MultiModalRAG:
         redo = [rec for rec in self.manifest.all() if rec.status in ("done", "failed") and rec.node_ids
                 and not set(rec.node_ids) <= stored.get(rec.asset_id or "", set())]
         if redo:
-            self.manifest.mark_pending([(r.source, r.asset_id, -1, -1.0, r.node_ids, r.collection) for r in redo])
+            self.manifest.mark_pending([(r.source, r.asset_id, -1, -1.0, r.node_ids, r.collection, r.config)
+                                        for r in redo])
             notes.append(f"{len(redo)} file(s) had nodes missing from the stores: marked for re-reading")
         known = self.manifest.known_assets()
         orphans = [a for a in stored if a and a not in known]

@@ -338,3 +338,22 @@ def test_collection_namespaces_asset_ids(tmp_path, models):
                for n in nodes)
     with pytest.raises(ValueError):
         rag.ingest(docs, collection="bad name; drop")
+
+
+def test_changed_settings_reprocess_files_from_the_cache(tmp_path, models):
+    import mmrag_li
+
+    assert str(Path(mmrag_li.__file__).resolve()).startswith(str(REPO))
+    docs = small_corpus(tmp_path / "docs", n_md=3, n_png=2)
+    rag = make_rag(tmp_path, models)
+    rag.ingest(docs, progress=False)
+    assert rag.stores.count()["caption"] == 2
+    rag.close()
+    # Captions off: the store must not keep caption nodes made under the old settings.
+    settings = Settings(store_dir=str(tmp_path / "store"), ocr={"engine": "none"}, caption={"enabled": False})
+    rag = MultiModalRAG(settings, text_embed=models["text_embed"], clip_embed=models["clip_embed"], captioner=None)
+    report = rag.ingest(docs, progress=False)
+    assert report.skipped_unchanged == 0 and report.encoded == {"text": 0, "image": 0}  # re-read, not re-encoded
+    assert rag.stores.count()["caption"] == 0
+    assert_store_matches_manifest(rag)
+    assert rag.ingest(docs, progress=False).skipped_unchanged == 5  # and stable under the new settings
