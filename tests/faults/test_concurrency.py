@@ -43,6 +43,17 @@ def test_ingest_and_query_at_the_same_time(tmp_path, models):
                 errors.append(repr(exc))
                 return
 
+    inner = rag.reader()
+
+    class Paced:  # reading takes a little time, so the queries really overlap the ingest
+        def __getattr__(self, name):
+            return getattr(inner, name)
+
+        def read_file(self, path):
+            time.sleep(0.15)
+            return inner.read_file(path)
+
+    rag._c["reader"] = Paced()
     t = threading.Thread(target=query_loop)
     t.start()
     try:
