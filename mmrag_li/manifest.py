@@ -21,12 +21,14 @@ and rebuilds the manifest from the stores.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
+from urllib.parse import quote
 
 from mmrag_li.errors import MMRAGError
 
@@ -83,10 +85,19 @@ class FileRecord:
 
 
 class Manifest:
+    """The manifest of one store. On a read-only store (mount, permissions) it opens read-only
+    (``read_only``): every read works, every write raises :class:`MMRAGError`."""
+
     def __init__(self, path: str | Path, check: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self.read_only = False
+        self._cols = _COLS
+        writable = os.access(self.path.parent, os.W_OK) if self.path.parent.exists() else True
+        if self.path.exists() and not (writable and os.access(self.path, os.W_OK)):
+            self._open_read_only(check)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=60,
                                        isolation_level=None)
@@ -96,11 +107,7 @@ class Manifest:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             if check:
-                rows = self._db.execute("PRAGMA quick_check").fetchall()
-                if rows and rows[0][0] != "ok":
-                    lines = [ln for r in rows for ln in str(r[0]).splitlines() if ln.strip()]
-                    detail = "; ".join(lines[:3]) + (f"; ... {len(lines) - 3} more" if len(lines) > 3 else "")
-                    raise ManifestCorruptError(self.path, "integrity check failed: " + detail[:300])
+                self._quick_check()
             self._db.executescript(SCHEMA)
             self._migrate()
         except ManifestCorruptError:
@@ -113,6 +120,29 @@ class Manifest:
                 raise MMRAGError(f"cannot write manifest {self.path}: {msg}") from exc
             raise ManifestCorruptError(self.path, msg) from exc
 
+    def _open_read_only(self, check: bool) -> None:
+        # immutable=1: no locks, no WAL/shm files (none can be created here, and nobody can write).
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro&immutable=1"
+        try:
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+            if check:
+                self._quick_check()
+            have = {r[1] for r in self._db.execute("PRAGMA table_info(files)")}
+        except ManifestCorruptError:
+            self._db.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise ManifestCorruptError(self.path, str(exc)) from exc
+        self.read_only = True
+        self._cols = ", ".join(c if c in have else f"NULL AS {c}" for c in _COLS.split(", "))
+
+    def _quick_check(self) -> None:
+        rows = self._db.execute("PRAGMA quick_check").fetchall()
+        if rows and rows[0][0] != "ok":
+            lines = [ln for r in rows for ln in str(r[0]).splitlines() if ln.strip()]
+            detail = "; ".join(lines[:3]) + (f"; ... {len(lines) - 3} more" if len(lines) > 3 else "")
+            raise ManifestCorruptError(self.path, "integrity check failed: " + detail[:300])
+
     def _migrate(self) -> None:
         have = {r[1] for r in self._db.execute("PRAGMA table_info(files)")}
         for col, decl in _ADDED_COLUMNS.items():
@@ -122,16 +152,16 @@ class Manifest:
     # ---- reads ---------------------------------------------------------------------------
     def get(self, source: str) -> Optional[FileRecord]:
         with self._lock:
-            row = self._db.execute(f"SELECT {_COLS} FROM files WHERE source=?", (source,)).fetchone()
+            row = self._db.execute(f"SELECT {self._cols} FROM files WHERE source=?", (source,)).fetchone()
         return self._record(row) if row else None
 
     def by_asset(self, asset_id: str) -> List[FileRecord]:
         with self._lock:
-            rows = self._db.execute(f"SELECT {_COLS} FROM files WHERE asset_id=?", (asset_id,)).fetchall()
+            rows = self._db.execute(f"SELECT {self._cols} FROM files WHERE asset_id=?", (asset_id,)).fetchall()
         return [self._record(r) for r in rows]
 
     def all(self, status: Optional[str] = None) -> List[FileRecord]:
-        q = f"SELECT {_COLS} FROM files"
+        q = f"SELECT {self._cols} FROM files"
         with self._lock:
             rows = self._db.execute(q + (" WHERE status=?" if status else ""), (status,) if status else ()).fetchall()
         return [self._record(r) for r in rows]
@@ -176,6 +206,8 @@ class Manifest:
 
     # ---- writes (each call is one transaction) ----------------------------------------------
     def _tx(self, fn) -> None:
+        if self.read_only:
+            raise MMRAGError(f"manifest {self.path} is read-only (read-only store); nothing was changed")
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -50,6 +51,11 @@ def test_read_only_store_is_a_clear_error_and_loses_nothing(tmp_path, models):
     assert proc.returncode == 1, proc.stderr
     assert "is not writable" in proc.stderr and "nothing was changed" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # Reading a read-only store still works (the manifest opens read-only).
+    stats = subprocess.run(_readonly_cmd(store, cli("stats", "--store", str(store), "--json")), capture_output=True,
+                           text=True, env=CLI_ENV, cwd=REPO, timeout=120)
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["assets"] == 5
     for p in [store, *store.rglob("*")]:  # undo the chmod variant
         p.chmod(p.stat().st_mode | 0o200)
     assert _snapshot(store) == before  # not one byte changed
