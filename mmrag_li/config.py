@@ -69,7 +69,9 @@ class IngestConfig(BaseModel):
     chunk_overlap: int = 48
     thumbnail_px: int = 256
     workers: int = 2
-    file_timeout_s: float = 300.0
+    file_timeout_s: float = Field(300.0, description="A file still being read after this long is abandoned and "
+                                                     "reported as timed out (PDFs get page_timeout_s more per page).")
+    page_timeout_s: float = Field(20.0, description="Extra reading time allowed per PDF page.")
     batch_files: int = Field(16, description="Files embedded and committed together (the unit of crash safety).")
     collection: str = Field("default", description="Stamped on every node; retrieval filters by allowed_collections.")
     redact_pii: bool = Field(False, description="Replace e-mails, phone numbers, IBANs, card numbers in stored text.")

@@ -158,6 +158,7 @@ class _Item:
     collection: str
     config: Optional[str] = None  # fingerprint of the settings that shape nodes
     content_hash: Optional[str] = None  # set by the worker as soon as it is known
+    budget_s: Optional[float] = None  # reading time allowed, once known (PDFs: by page count)
 
 
 @dataclass
@@ -577,8 +578,9 @@ class MultiModalRAG:
                 break
         try:
             while inflight:
-                started = [s for s in (runner.started_at(f) for f in inflight) if s is not None]
-                wait_s = 0.5 if not started else min(max(min(started) + timeout - time.monotonic(), 0.01), 5.0)
+                ends = [s + (item.budget_s or timeout) for f, item in inflight.items()
+                        for s in [runner.started_at(f)] if s is not None]
+                wait_s = 0.5 if not ends else min(max(min(ends) - time.monotonic(), 0.01), 5.0)
                 finished, _ = cf.wait(list(inflight), timeout=wait_s, return_when=cf.FIRST_COMPLETED)
                 for fut in finished:
                     item = inflight.pop(fut)
@@ -600,12 +602,13 @@ class MultiModalRAG:
                 now = time.monotonic()
                 for fut, item in list(inflight.items()):
                     s = runner.started_at(fut)
-                    if s is not None and now - s > timeout and not fut.done():
+                    budget = item.budget_s or timeout
+                    if s is not None and now - s > budget and not fut.done():
                         inflight.pop(fut)
                         runner.abandon(fut)  # the thread may still be busy; nothing waits for it
                         bar.update(1)
                         report.timed_out += 1
-                        self._fail(report, item, f"timed out after {timeout:g} s")
+                        self._fail(report, item, f"timed out after {budget:g} s")
                         submit_next()
                 if len(batch) >= batch_files:
                     self._commit_safe(batch, report)
@@ -650,6 +653,7 @@ class MultiModalRAG:
         except OSError as exc:
             raise IngestError(item.source, f"cannot read file: {exc.strerror or exc}") from None
         item.content_hash = raw
+        item.budget_s = self._budget(item.path)
         asset_id = scoped_asset_id(raw, item.collection)
         rec = item.rec
         if rec and rec.status == "done" and rec.asset_id == asset_id and rec.config in (None, item.config):
@@ -666,6 +670,23 @@ class MultiModalRAG:
             stages["read"] = stages.get("read", 0.0) + time.perf_counter() - t
         cleanup = rec is not None or asset_id in known_assets
         return _Pending(item, asset_id, nodes, [n.node_id for n in nodes], kind="new", cleanup=cleanup)
+
+    def _budget(self, path: Path) -> float:
+        """Reading time for one file: ``file_timeout_s``, plus ``page_timeout_s`` per page of a PDF
+        (a 300-page scan legitimately needs far longer than a photo)."""
+        cfg = self.settings.ingest
+        try:
+            with open(path, "rb") as fh:
+                is_pdf = b"%PDF-" in fh.read(1024)
+            if not is_pdf:
+                return cfg.file_timeout_s
+            import pymupdf
+
+            with pymupdf.open(str(path), filetype="pdf") as doc:
+                pages = 0 if doc.needs_pass else min(doc.page_count, cfg.max_pdf_pages)
+        except Exception:  # unreadable here means the reader fails fast too
+            return cfg.file_timeout_s
+        return cfg.file_timeout_s + cfg.page_timeout_s * pages
 
     def _prepare_nodes(self, nodes: List[BaseNode], item: _Item, raw: str, asset_id: str) -> List[BaseNode]:
         """Collection stamp (and namespaced ids), polyglot note, safety check, PII redaction."""

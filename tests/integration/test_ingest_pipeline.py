@@ -357,3 +357,15 @@ def test_changed_settings_reprocess_files_from_the_cache(tmp_path, models):
     assert rag.stores.count()["caption"] == 0
     assert_store_matches_manifest(rag)
     assert rag.ingest(docs, progress=False).skipped_unchanged == 5  # and stable under the new settings
+
+
+def test_pdfs_get_reading_time_per_page(tmp_path):
+    doc = pymupdf.open()
+    for i in range(5):
+        doc.new_page().insert_text((72, 72), f"page {i}")
+    doc.save(tmp_path / "five.pdf")
+    doc.close()
+    (tmp_path / "a.md").write_text("# A\n\ntext\n")
+    rag = MultiModalRAG(Settings(store_dir=str(tmp_path / "s"), ingest={"file_timeout_s": 1, "page_timeout_s": 2}))
+    assert rag._budget(tmp_path / "five.pdf") == 11
+    assert rag._budget(tmp_path / "a.md") == 1
