@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import random
@@ -35,7 +34,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import unicodedata
 import zipfile
 from pathlib import Path

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 from PIL import ImageOps
@@ -93,7 +92,7 @@ def test_eval_json_through_cli(eval_setup, capsys, tmp_path):
 
 
 def test_eval_usage_errors(eval_setup, capsys, tmp_path):
-    root, corpus, queries = eval_setup
+    _root, _corpus, queries = eval_setup
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"query": "x"}\n')
     assert cli.main(["eval", "--queries", str(bad), "--store", str(tmp_path / "store"), "--json"]) == 2
