@@ -112,6 +112,12 @@ class RetrievalConfig(BaseModel):
     rrf_k: int = 60
     normalize: Literal["minmax", "zscore"] = "minmax"
     weights: Dict[str, float] = Field(default_factory=dict)
+    identifier_weights: Dict[str, float] = Field(
+        default_factory=lambda: {"bm25": 5.0},
+        description="Weight multipliers when the query holds a number or code (4711, T-800); x5 measured best "
+                    "on the dev set (keyword MRR 0.54 -> 0.96, no other query type changed): embeddings "
+                    "carry no signal for identifiers, exact keyword matching does.",
+    )
     rerank: bool = False
     rerank_top_n: int = 20
     rerank_model: str = Field("", description="Cross-encoder name/path; '' = CLIP on image tiles (offline).")

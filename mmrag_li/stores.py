@@ -1090,6 +1090,17 @@ class ModalityStores:
             out.extend(self._s(c).get_nodes(filters=_asset_filter(asset_id)))
         return out
 
+    def get_assets_nodes(self, asset_ids: Sequence[str]) -> Dict[str, List[BaseNode]]:
+        """Nodes of several assets in one filtered query per collection (evidence for a result page)."""
+        out: Dict[str, List[BaseNode]] = {a: [] for a in asset_ids}
+        if not out:
+            return out
+        flt = MetadataFilters(filters=[MetadataFilter(key="asset_id", value=list(out), operator=FilterOperator.IN)])
+        for c in COLLECTIONS:
+            for node in self._s(c).get_nodes(filters=flt):
+                out.setdefault(node.metadata.get("asset_id"), []).append(node)
+        return out
+
     def all_nodes(self, collection: str) -> Iterator[BaseNode]:
         s = self._s(collection)
         return s.iter_nodes() if self.backend == "lancedb" else s.fetch_nodes()

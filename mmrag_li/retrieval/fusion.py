@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -90,6 +91,18 @@ def fuse(ranked: Dict[str, List[Tuple[str, float, NodeWithScore]]], method: str 
             for (aid, _s, _h), ns in zip(items, normalise([s for _a, s, _h in items], norm)):
                 fused[aid] = fused.get(aid, 0.0) + w * ns
     return fused
+
+
+_IDENTIFIER = re.compile(r"\d")
+
+
+def query_weights(query_str: str, config: RetrievalConfig) -> Dict[str, float]:
+    """Per-retriever weights for this query: configured weights, boosted for identifier queries."""
+    weights = dict(config.weights)
+    if _IDENTIFIER.search(query_str or ""):
+        for name, factor in config.identifier_weights.items():
+            weights[name] = weights.get(name, 1.0) * factor
+    return weights
 
 
 def recency_factor(meta: Dict[str, Any], half_life_days: float, now: Optional[dt.datetime] = None) -> float:
@@ -228,7 +241,7 @@ class FusionRetriever(BaseRetriever):
                      top_k: Optional[int] = None) -> List[AssetHit]:
         cfg = self.config
         ranked = {name: rank_assets(hits) for name, hits in per_retriever.items() if hits}
-        fused = fuse(ranked, cfg.fusion, cfg.rrf_k, cfg.weights, cfg.normalize)
+        fused = fuse(ranked, cfg.fusion, cfg.rrf_k, query_weights(query_str, cfg), cfg.normalize)
         hits: Dict[str, AssetHit] = {}
         for name, items in ranked.items():
             for rank, (aid, score, h) in enumerate(items, start=1):
@@ -250,11 +263,20 @@ class FusionRetriever(BaseRetriever):
         if self.reranker is not None and cfg.rerank and ordered:
             ordered = self.reranker.rerank(query_str, ordered[: cfg.rerank_top_n], self) + ordered[cfg.rerank_top_n:]
         ordered = ordered[: top_k or cfg.top_k]
+        stored = self._stored_nodes([h.asset_id for h in ordered])
         for hit in ordered:
-            self._choose_evidence(hit)
+            self._choose_evidence(hit, stored.get(hit.asset_id))
         return ordered
 
-    def _choose_evidence(self, hit: AssetHit) -> None:
+    def _stored_nodes(self, asset_ids: List[str]) -> Dict[str, List[BaseNode]]:
+        """All nodes of the result assets, fetched in one query per collection."""
+        if hasattr(self.stores, "get_assets_nodes"):
+            return self.stores.get_assets_nodes(asset_ids)
+        if hasattr(self.stores, "get_asset_nodes"):
+            return {a: self.stores.get_asset_nodes(a) for a in asset_ids}
+        return {}
+
+    def _choose_evidence(self, hit: AssetHit, stored: Optional[List[BaseNode]] = None) -> None:
         """Best node per modality, best first; fill in the caption/OCR of the same page if missing."""
         seen: Dict[str, NodeWithScore] = {}
         for n in sorted(hit.nodes, key=lambda n: -(n.score or 0.0)):
@@ -272,11 +294,10 @@ class FusionRetriever(BaseRetriever):
             if len(chosen) >= EVIDENCE_PER_ASSET:
                 break
         has_picture = bool(modalities & {IMAGE, PAGE, CROP})
-        if not (has_picture and {CAPTION, OCR} <= modalities) and hasattr(self.stores, "get_asset_nodes"):
+        if not (has_picture and {CAPTION, OCR} <= modalities) and stored:
             # The answerer should see the picture, caption and OCR of the page that matched, even
             # when only one of them was a hit (e.g. an invoice found by its OCR text alone).
-            for node in sorted(self.stores.get_asset_nodes(hit.asset_id),
-                               key=lambda n: n.metadata.get("modality") == CROP):
+            for node in sorted(stored, key=lambda n: n.metadata.get("modality") == CROP):
                 mod = node.metadata.get("modality")
                 if node.metadata.get("page") != hit.page:
                     continue

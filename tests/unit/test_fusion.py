@@ -93,3 +93,22 @@ def test_bm25_finds_exact_identifiers_and_normalised_amounts():
     assert index.search("zebra", 3) == []
     only_inv2 = index.search("invoice", 3, predicate=lambda n: n.node_id == "inv2")
     assert [h.node.node_id for h in only_inv2] == ["inv2"]
+
+
+def test_identifier_queries_boost_exact_keyword_matching():
+    from mmrag_li.config import RetrievalConfig
+    from mmrag_li.retrieval.fusion import query_weights
+
+    cfg = RetrievalConfig(weights={"image": 0.5})
+    assert query_weights("a photo of a cat", cfg) == {"image": 0.5}
+    assert query_weights("invoice 4711", cfg) == {"image": 0.5, "bm25": 5.0}
+    # the boost decides a tie between one BM25 rank-1 vote and mid ranks in three embedding lists
+    # BM25: the invoice that holds the number first, the generic one beyond its top k;
+    # the embedding lists, blind to numbers, rank the generic-looking invoice high.
+    fillers = [nws(f"other{i}", 5.0 - i * 0.5) for i in range(6)]
+    ranked = {"bm25": rank_assets([nws("right", 9.0)] + fillers),
+              "ocr": rank_assets([nws("right", 0.5), nws("generic", 0.4)]),
+              "image": rank_assets([nws("generic", 0.4)]), "caption": rank_assets([nws("generic", 0.3)])}
+    assert max(fuse(ranked, "rrf"), key=fuse(ranked, "rrf").get) == "generic"
+    boosted = fuse(ranked, "rrf", weights=query_weights("invoice 4711", cfg))
+    assert max(boosted, key=boosted.get) == "right"
