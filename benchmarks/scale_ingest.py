@@ -40,7 +40,7 @@ Same corpus, default captions on (offline tagger), machine idle (load average < 
     run 3 (again)   11.6 s (includes loading the reader's models for the 250 refusals it re-checks)
     final           4750 done + 250 failed; rows 5750 (text 3750, image 1000, caption 1000) =
                     manifest exactly: 0 missing, 0 extra, 0 duplicate ids
-The loaded-machine run above was ~3x slower per file: the CPU was shared with other test suites.
+The loaded-machine run above was 2-5x slower per file (the CPU was shared with other test suites).
 """
 
 from __future__ import annotations
