@@ -620,6 +620,13 @@ class MultiModalRAG:
             bar.close()
         if prune:
             report.pruned = self.prune(paths)
+        if (sum(report.nodes.values()) or report.pruned) and hasattr(self.stores, "optimize"):
+            t = time.perf_counter()
+            try:
+                self.stores.optimize()  # one compaction per run, not per batch
+            except Exception as exc:  # compaction is an optimisation: never fail an ingest over it
+                log.warning("store compaction skipped: %s", exc)
+            report.stages["compact"] = time.perf_counter() - t
         report.seconds = time.perf_counter() - t0
         return report
 

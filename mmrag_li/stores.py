@@ -34,6 +34,7 @@ import datetime as _dt
 import logging
 import os
 import threading
+import time
 import uuid as _uuid
 from functools import lru_cache
 from pathlib import Path
@@ -1114,6 +1115,22 @@ class ModalityStores:
         for c in COLLECTIONS:
             out |= self._s(c).asset_ids()
         return out
+
+    def optimize(self) -> Dict[str, float]:
+        """Compact LanceDB tables after an ingest: every committed batch adds a data fragment, and
+        many small fragments slow every query. Old versions are kept (LanceDB's default, 7 days), so
+        readers holding them are not broken. Weaviate manages its own segments: nothing to do."""
+        timings: Dict[str, float] = {}
+        if self.backend != "lancedb":
+            return timings
+        for c in COLLECTIONS:
+            tbl = self._s(c).lance_table()
+            if tbl is None:
+                continue
+            t0 = time.perf_counter()
+            tbl.optimize()
+            timings[c] = time.perf_counter() - t0
+        return timings
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:

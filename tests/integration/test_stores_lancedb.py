@@ -249,3 +249,27 @@ def test_build_multimodal_index_on_empty_store_sees_later_writes(store_dir):
     n.embedding = [1.0] + [0.0] * (TEXT_DIM - 1)
     s.upsert("text", [n])
     assert [h.node.node_id for h in r.text_retrieve(QueryBundle("x"))] == ["z:text"]
+
+
+def test_optimize_compacts_fragments_and_keeps_every_row(tmp_path):
+    import random
+
+    from llama_index.core.schema import TextNode
+
+    from mmrag_li.config import Settings
+    from mmrag_li.stores import ModalityStores
+
+    stores = ModalityStores.from_config(Settings(store_dir=str(tmp_path)))
+    rng = random.Random(3)
+    for batch in range(6):  # six commits -> six fragments
+        nodes = [TextNode(id_=f"a{batch}:text:{i}", text=f"chunk {batch} {i}",
+                          metadata={"asset_id": f"a{batch}", "modality": "text", "source": "/x.md"},
+                          embedding=[rng.random() for _ in range(8)]) for i in range(5)]
+        stores.upsert("text", nodes)
+    table = stores.vector_store("text").lance_table()
+    before = len(table.to_lance().get_fragments())
+    stores.optimize()
+    after = len(table.to_lance().get_fragments())
+    assert before >= 6 and after < before
+    assert stores.count("text") == {"text": 30}
+    assert len(stores.query("text", [0.5] * 8, 30)) == 30
