@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 from llama_index.core.schema import BaseNode
 from pydantic import Field, PrivateAttr
+from wcmatch import glob as wcglob
 
 from ..errors import IngestError
 from ._common import MMReader, check_file
@@ -37,49 +36,13 @@ log = logging.getLogger("mmrag_li.readers")
 PathLike = Union[str, Path]
 
 
-@lru_cache(maxsize=256)
-def _glob_regex(pattern: str) -> "re.Pattern[str]":
-    """Glob with ``**`` (any number of directories, including none), ``*``, ``?``, ``[...]``."""
-    i, n, out = 0, len(pattern), []
-    while i < n:
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("/**", i) and i + 3 == n:
-            out.append("(?:/.*)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif c == "*":
-            out.append("[^/]*")
-            i += 1
-        elif c == "?":
-            out.append("[^/]")
-            i += 1
-        elif c == "[":
-            j = pattern.find("]", i + 1)
-            if j == -1:
-                out.append(re.escape(c))
-                i += 1
-            else:
-                body = pattern[i + 1:j]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
-                i = j + 1
-        else:
-            out.append(re.escape(c))
-            i += 1
-    return re.compile("".join(out) + r"\Z", re.DOTALL)
+_GLOB_FLAGS = wcglob.GLOBSTAR | wcglob.DOTGLOB | wcglob.MATCHBASE
 
 
 def glob_match(rel_posix: str, pattern: str) -> bool:
-    """Match a relative POSIX path; a pattern without '/' also matches the bare file name."""
-    if _glob_regex(pattern).match(rel_posix):
-        return True
-    return "/" not in pattern and bool(_glob_regex(pattern).match(rel_posix.rsplit("/", 1)[-1]))
+    """Match a relative POSIX path (``**`` spans directories); a pattern without '/' also matches
+    the bare file name at any depth. wcmatch does the matching: no hand-written glob engine."""
+    return wcglob.globmatch(rel_posix, pattern, flags=_GLOB_FLAGS)
 
 
 class DirectoryReader(MMReader):
@@ -106,7 +69,6 @@ class DirectoryReader(MMReader):
     def iter_files(self, paths: Optional[Union[PathLike, Sequence[PathLike]]] = None) -> Iterator[Path]:
         """Files to read, in a stable order. Named files are yielded as given (even if missing,
         so that ``read_file`` reports them); folders are walked with include/exclude globs."""
-        cfg = self.settings.ingest
         seen: set = set()
         for raw in _as_list(paths) if paths is not None else self.input_paths:
             root = Path(os.path.abspath(Path(raw).expanduser()))

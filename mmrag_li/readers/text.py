@@ -11,7 +11,6 @@ that path is prepended to the chunk text so a search for the section title finds
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from llama_index.core import Document

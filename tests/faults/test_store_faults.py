@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mmrag_li.pipeline import IngestAborted, MultiModalRAG, StoreCorruptError
+from mmrag_li.pipeline import IngestAborted, MultiModalRAG
 from mmrag_li.stores import ModalityStores
 from tests.faults.conftest import CLI_ENV, REPO, cli, settings_for
 from tests.ingest_checks import assert_store_matches_manifest, small_corpus, stored_ids
