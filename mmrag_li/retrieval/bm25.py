@@ -19,6 +19,8 @@ from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore
 TOKEN_PATTERN = r"(?u)[^\W_]{2,}"
 _WORD = re.compile(TOKEN_PATTERN)
 PHRASE_BONUS = 0.5  # score x (1 + bonus * share of the query's adjacent word pairs found in order)
+HEADING_BONUS = 0.25  # extra share when the phrase sits in the first words (a title, "INVOICE 4711")
+HEADING_WORDS = 12
 _NUM_SEP = re.compile(r"(?<=\d)[,.'’](?=\d{3}\b)")  # 1,939.00 -> 1939.00
 
 
@@ -66,8 +68,10 @@ class BM25Index:
             if s > 0:
                 node = self.nodes[int(i)]
                 if pairs:
-                    found = pairs & _pairs(normalise_text(node.get_content(MetadataMode.NONE)))
-                    s = s * (1 + PHRASE_BONUS * len(found) / len(pairs))
+                    text = normalise_text(node.get_content(MetadataMode.NONE))
+                    found = pairs & _pairs(text)
+                    heading = pairs & _pairs(" ".join(_WORD.findall(text)[:HEADING_WORDS]))
+                    s = s * (1 + (PHRASE_BONUS * len(found) + HEADING_BONUS * len(heading)) / len(pairs))
                 out.append(NodeWithScore(node=node, score=float(s)))
         return sorted(out, key=lambda h: -(h.score or 0.0))
 

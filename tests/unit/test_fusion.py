@@ -112,3 +112,12 @@ def test_identifier_queries_boost_exact_keyword_matching():
     assert max(fuse(ranked, "rrf"), key=fuse(ranked, "rrf").get) == "generic"
     boosted = fuse(ranked, "rrf", weights=query_weights("invoice 4711", cfg))
     assert max(boosted, key=boosted.get) == "right"
+
+
+def test_bm25_prefers_the_phrase_as_a_heading_over_a_mention():
+    body = "Lens kit 1,200.00 Tripod 429.00 Calibration service 310.00 Total 1,939.00 EUR payable within 30 days"
+    heading = TextNode(id_="heading", text=f"INVOICE 4711\n{body}", metadata={"asset_id": "a"})
+    mention = TextNode(id_="mention", text=f"{body}\nINVOICE 4711", metadata={"asset_id": "b"})
+    hits = BM25Index([mention, heading]).search("invoice 4711", 2)  # same words: raw BM25 ties
+    assert [h.node.node_id for h in hits] == ["heading", "mention"]
+    assert hits[0].score > hits[1].score
