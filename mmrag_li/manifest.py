@@ -166,11 +166,6 @@ class Manifest:
             rows = self._db.execute(q + (" WHERE status=?" if status else ""), (status,) if status else ()).fetchall()
         return [self._record(r) for r in rows]
 
-    def last_change(self) -> tuple:
-        """(rows, latest update time): changes whenever a file is committed, replaced or removed."""
-        with self._lock:
-            return tuple(self._db.execute("SELECT COUNT(*), MAX(updated_at) FROM files").fetchone())
-
     def counts(self) -> Dict[str, int]:
         with self._lock:
             return dict(self._db.execute("SELECT status, COUNT(*) FROM files GROUP BY status").fetchall())

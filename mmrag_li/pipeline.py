@@ -925,14 +925,11 @@ class MultiModalRAG:
             describe_image=self.describe_image, bm25=self._bm25_cache()))
 
     def _bm25_cache(self):
-        """One keyword index per pipeline, rebuilt whenever the manifest records a change."""
+        """One keyword index shared by every retriever of this pipeline."""
         from mmrag_li.retrieval.bm25 import BM25Cache
         from mmrag_li.retrieval.fusion import TEXT_RETRIEVERS
 
-        stores = self.stores
-        return self._get("bm25", lambda: BM25Cache(
-            lambda: [n for c in TEXT_RETRIEVERS for n in stores.all_nodes(c)],
-            lambda: (tuple(sorted(stores.count().items())), self.manifest.last_change())))
+        return self._get("bm25", lambda: BM25Cache.for_stores(self.stores, TEXT_RETRIEVERS))
 
     def _reranker(self, cfg):
         if not cfg.rerank:

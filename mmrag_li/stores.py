@@ -989,6 +989,7 @@ class ModalityStores:
         self._stores = stores
         self._client = client
         self._closed = False
+        self._writes = 0  # Weaviate has no table version: count this process's writes instead
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
@@ -1053,6 +1054,7 @@ class ModalityStores:
     def upsert(self, collection: str, nodes: Sequence[BaseNode]) -> None:
         """Insert or replace by node id (re-adding an id replaces it, never duplicates)."""
         self._s(collection).upsert_nodes(list(nodes))
+        self._writes += 1
 
     def upsert_all(self, nodes: Sequence[BaseNode]) -> Dict[str, int]:
         """Route nodes by ``metadata['modality']`` (schema.collection_of) and upsert; returns counts."""
@@ -1072,7 +1074,17 @@ class ModalityStores:
                 total += s.delete_where(f"metadata.asset_id = {_sql_str(asset_id)}")
             else:
                 total += s.delete_where(weaviate_filter(_asset_filter(asset_id)))
+        self._writes += 1
         return total
+
+    def signature(self) -> Tuple:
+        """Changes whenever any collection changes, replacements of the same size included, so
+        caches built from the stores (the BM25 index) know when to rebuild. LanceDB: the table
+        versions, which also move on other processes' writes. Weaviate: counts plus this process's
+        writes (a same-size replacement made by another process is not seen)."""
+        if self.backend == "lancedb":
+            return tuple((c, getattr(self._s(c).lance_table(), "version", None)) for c in COLLECTIONS)
+        return tuple(sorted(self.count().items())) + (self._writes,)
 
     def drop(self) -> None:
         """Remove all four collections (tables / Weaviate collections) with their data."""

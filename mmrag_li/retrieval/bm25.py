@@ -77,7 +77,7 @@ class BM25Index:
 
 
 class BM25Cache:
-    """Rebuilds the BM25 index only when the store's signature (counts per collection) changes."""
+    """Rebuilds the BM25 index only when the stores' change signature moves."""
 
     def __init__(self, load_nodes: Callable[[], Iterable[BaseNode]], signature: Callable[[], Tuple]):
         self._load = load_nodes
@@ -85,6 +85,12 @@ class BM25Cache:
         self._index: Optional[BM25Index] = None
         self._sig: Optional[Tuple] = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_stores(cls, stores, collections: Iterable[str]) -> "BM25Cache":
+        """An index over the text of ``collections``, rebuilt when ``stores.signature()`` changes."""
+        collections = tuple(collections)
+        return cls(lambda: [n for c in collections for n in stores.all_nodes(c)], stores.signature)
 
     def get(self) -> BM25Index:
         sig = self._signature()

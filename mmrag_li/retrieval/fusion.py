@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from llama_index.core.base.base_retriever import BaseRetriever
-from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
+from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
 
 from mmrag_li.config import RetrievalConfig
@@ -154,9 +154,7 @@ class FusionRetriever(BaseRetriever):
         self.filters = filters
         self.reranker = reranker
         self.describe_image = describe_image
-        self.bm25 = bm25 or BM25Cache(
-            lambda: [n for c in TEXT_RETRIEVERS for n in stores.all_nodes(c)],
-            lambda: tuple(sorted(stores.count().items())))
+        self.bm25 = bm25 or BM25Cache.for_stores(stores, TEXT_RETRIEVERS)
 
     @classmethod
     def from_defaults(cls, stores: Any, text_embed: Any, clip_embed: Any, config: Optional[RetrievalConfig] = None,
@@ -327,6 +325,3 @@ class FusionRetriever(BaseRetriever):
     async def _aretrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
         return [n for hit in await self.aretrieve_assets(query_bundle) for n in hit.nodes]
 
-
-def node_text(node: BaseNode) -> str:
-    return node.get_content(MetadataMode.NONE)

@@ -273,3 +273,28 @@ def test_optimize_compacts_fragments_and_keeps_every_row(tmp_path):
     assert before >= 6 and after < before
     assert stores.count("text") == {"text": 30}
     assert len(stores.query("text", [0.5] * 8, 30)) == 30
+
+
+def test_signature_moves_on_same_size_replacement_and_delete(tmp_path):
+    from llama_index.core.schema import TextNode
+
+    from mmrag_li.config import Settings
+    from mmrag_li.stores import ModalityStores
+
+    stores = ModalityStores.from_config(Settings(store_dir=str(tmp_path)))
+    empty = stores.signature()
+
+    def node(text):
+        return TextNode(id_="a:text:0", text=text, embedding=[1.0, 0.0, 0.0],
+                        metadata={"asset_id": "a", "modality": "text", "source": "/a.md"})
+
+    stores.upsert("text", [node("RECEIPT 9902")])
+    first = stores.signature()
+    stores.upsert("text", [node("RECEIPT 9903")])  # same id, same count: only the content changed
+    second = stores.signature()
+    assert empty != first != second and stores.count("text") == {"text": 1}
+    # another handle on the same directory sees the change too (a second process would)
+    other = ModalityStores.from_config(Settings(store_dir=str(tmp_path)))
+    assert other.signature() == second
+    stores.delete_asset("a")
+    assert other.signature() != second
