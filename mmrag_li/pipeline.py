@@ -899,16 +899,17 @@ class MultiModalRAG:
         return n
 
     # ---- retrieval and answers --------------------------------------------------------------
-    def describe_image(self, image_path: str) -> str:
-        """Caption + OCR of a query image, used to expand an image query into the text retrievers."""
+    def describe_image(self, image_path: str, captions: bool = True, ocr: bool = True) -> str:
+        """Caption + OCR of a query image, used to expand an image query into the text retrievers
+        (``captions``/``ocr`` switch a part off, for ablations)."""
         from PIL import Image
 
         with Image.open(image_path) as im:
             im = im.convert("RGB")
             parts = []
-            if self.captioner is not None:
+            if captions and self.captioner is not None:
                 parts.extend(self.captioner.caption([im]))
-            if self.ocr is not None:
+            if ocr and self.ocr is not None:
                 try:
                     parts.append(self.ocr.recognize(im).text)
                 except Exception as exc:  # OCR of a query image is a bonus, not a requirement

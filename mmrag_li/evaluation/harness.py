@@ -217,32 +217,16 @@ class Evaluator:
         key = (image_path, captions, ocr)
         if key in self._describe_cache:
             return self._describe_cache[key]
-        if captions and ocr:
-            text = self.rag.describe_image(image_path)
-        else:
-            from PIL import Image
-
-            parts: List[str] = []
-            with Image.open(image_path) as im:
-                im = im.convert("RGB")
-                if captions and self.rag.captioner is not None:
-                    parts.extend(self.rag.captioner.caption([im]))
-                if ocr and self.rag.ocr is not None:
-                    try:
-                        parts.append(self.rag.ocr.recognize(im).text)
-                    except Exception as exc:  # OCR of a query image is a bonus
-                        log.warning("OCR of query image %s failed: %s", image_path, exc)
-            text = " ".join(p for p in parts if p).strip()
+        text = self.rag.describe_image(image_path, captions=captions, ocr=ocr)
         self._describe_cache[key] = text
         return text
 
     def _plan(self, q: EvalQuery, captions: bool = True, ocr: bool = True) -> Tuple[List[str], str]:
-        names = [n for n in self.cfg.retrievers if n != "image2image"]
-        query_str = q.text
-        if q.image:
-            names.append("image2image")
-            expansion = self.describe(q.image, captions, ocr)
-            query_str = f"{query_str} {expansion}".strip()
+        """The retriever's own plan, with the (cached, ablation-aware) query-image description."""
+        from llama_index.core.schema import QueryBundle
+
+        names, query_str, _ = self.retriever.plan(QueryBundle(query_str=q.text, image_path=q.image),
+                                                  describe=lambda p: self.describe(p, captions, ocr))
         return names, query_str
 
     def _run(self, names: Sequence[str], query_str: str, image: Optional[str], filters: Any = None,

@@ -209,27 +209,31 @@ class FusionRetriever(BaseRetriever):
             return self.bm25.get().search(query_str, k, lambda n: matches_filters(n.metadata, flt))
         raise ValueError(f"unknown retriever '{name}' (choose from {', '.join(ALL_RETRIEVERS)})")
 
-    def _plan(self, query: QueryBundle) -> Tuple[List[str], str, Optional[str]]:
+    def plan(self, query: QueryBundle, describe: Optional[Callable[[str], str]] = None
+             ) -> Tuple[List[str], str, Optional[str]]:
+        """Which retrievers run and with what text: an image query adds image2image and appends
+        the query image's description (``describe``, default ``describe_image``) to the text.
+        Public so that evaluation plans queries exactly as retrieval does."""
+        describe = describe or self.describe_image
         image_path = getattr(query, "image_path", None)
         query_str = query.query_str or ""
         names = [n for n in self.config.retrievers if n != "image2image"]
         if image_path:
             names.append("image2image")
-            if self.describe_image is not None:
-                expansion = self.describe_image(image_path)
-                query_str = f"{query_str} {expansion}".strip()
+            if describe is not None:
+                query_str = f"{query_str} {describe(image_path)}".strip()
         return names, query_str, image_path
 
     def run_all(self, query: QueryBundle | str, filters: Optional[MetadataFilters] = None
                 ) -> Dict[str, List[NodeWithScore]]:
         query = QueryBundle(query) if isinstance(query, str) else query
-        names, query_str, image_path = self._plan(query)
+        names, query_str, image_path = self.plan(query)
         return {n: self.run_one(n, query_str, image_path, filters) for n in names}
 
     async def arun_all(self, query: QueryBundle | str, filters: Optional[MetadataFilters] = None
                        ) -> Dict[str, List[NodeWithScore]]:
         query = QueryBundle(query) if isinstance(query, str) else query
-        names, query_str, image_path = self._plan(query)
+        names, query_str, image_path = self.plan(query)
         results = await asyncio.gather(
             *(asyncio.to_thread(self.run_one, n, query_str, image_path, filters) for n in names))
         return dict(zip(names, results))
