@@ -28,8 +28,10 @@ def _rag(args: argparse.Namespace, **overrides: Any):
 
 
 def _emit(args: argparse.Namespace, data: Dict[str, Any], human: str) -> None:
-    if args.json:
-        sys.stdout.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
+    if args.json:  # the real stdout: main() points sys.stdout at stderr while commands run
+        out = getattr(args, "stdout", None) or sys.stdout
+        out.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
+        out.flush()
     else:
         print(human)
 
@@ -258,13 +260,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         # Libraries that print to stdout must not corrupt --json output.
         if args.json:
-            real_stdout = sys.stdout
-            sys.stdout = sys.stderr
+            args.stdout, sys.stdout = sys.stdout, sys.stderr
             try:
-                code = _run_json(args, real_stdout)
+                return args.func(args)
             finally:
-                sys.stdout = real_stdout
-            return code
+                sys.stdout = args.stdout
         return args.func(args)
     except KeyboardInterrupt:
         print("mmrag: interrupted", file=sys.stderr)
@@ -274,21 +274,6 @@ def main(argv: Optional[List[str]] = None) -> int:
             logging.exception("fatal")
         print(f"mmrag {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FATAL
-
-
-def _run_json(args: argparse.Namespace, real_stdout) -> int:
-    global _emit
-    original = _emit
-
-    def emit_json(a, data, human):
-        real_stdout.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
-        real_stdout.flush()
-
-    _emit = emit_json
-    try:
-        return args.func(args)
-    finally:
-        _emit = original
 
 
 if __name__ == "__main__":
