@@ -54,7 +54,6 @@ import random
 import re
 import shutil
 import signal
-import sqlite3
 import struct
 import subprocess
 import sys
@@ -66,6 +65,8 @@ from typing import Dict, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from mmrag_li.manifest import status_counts  # noqa: E402  (after the path insert)
 
 WORDS = ("invoice report rocket harbour meadow quarterly revenue shipment tripod lens customer region "
          "warehouse delivery payment contract river mountain coffee engine battery garden library").split()
@@ -154,20 +155,6 @@ def generate(root: Path, n: int, seed: int = 7) -> Dict[str, int]:
     return dict(counts)
 
 
-def manifest_counts(store: Path) -> Dict[str, int]:
-    db = store / "manifest.sqlite"
-    if not db.exists():
-        return {}
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            return dict(con.execute("SELECT status, COUNT(*) FROM files GROUP BY status").fetchall())
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return {}
-
-
 def run_cli(corpus: Path, store: Path, env: Dict[str, str], workers: int, kill_after: int = 0
             ) -> Tuple[float, int, Dict, Dict[str, int]]:
     """(seconds, return code, JSON report or {}, manifest counts at the end / at the kill)."""
@@ -177,18 +164,18 @@ def run_cli(corpus: Path, store: Path, env: Dict[str, str], workers: int, kill_a
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO, text=True)
     if kill_after:
         while proc.poll() is None:
-            c = manifest_counts(store)
+            c = status_counts(store)
             if c.get("done", 0) + c.get("failed", 0) >= kill_after:
                 proc.send_signal(signal.SIGKILL)
                 proc.communicate()
-                return time.monotonic() - t0, -9, {}, manifest_counts(store)
+                return time.monotonic() - t0, -9, {}, status_counts(store)
             time.sleep(0.05)
     out, err = proc.communicate()
     took = time.monotonic() - t0
     report = json.loads(out) if out.strip() else {}
     if proc.returncode not in (0, 3):
         sys.stderr.write(err[-3000:])
-    return took, proc.returncode, report, manifest_counts(store)
+    return took, proc.returncode, report, status_counts(store)
 
 
 def verify(store: Path, ocr: str) -> Dict:

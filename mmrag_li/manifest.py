@@ -65,6 +65,23 @@ class ManifestCorruptError(MMRAGError):
             "it is rebuilt from the stores (MultiModalRAG does this automatically)")
 
 
+
+def status_counts(store_dir: str | Path) -> Dict[str, int]:
+    """Files per status, read without opening the manifest for writing: a read-only peek at a
+    store that another process may be ingesting into (WAL lets readers in); {} if unreadable."""
+    db = Path(store_dir) / "manifest.sqlite"
+    if not db.exists():
+        return {}
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return dict(con.execute("SELECT status, COUNT(*) FROM files GROUP BY status").fetchall())
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return {}
+
+
 @dataclass
 class FileRecord:
     source: str

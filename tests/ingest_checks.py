@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Dict, Set
@@ -60,18 +59,3 @@ def assert_store_matches_manifest(rag) -> Dict[str, Set[str]]:
     assert not missing, f"nodes the manifest lists but the store lacks: {list(missing.items())[:3]}"
     assert not extra, f"nodes in the store that no manifest row tracks: {list(extra.items())[:3]}"
     return have
-
-
-def manifest_counts(store_dir: Path) -> Dict[str, int]:
-    """Read-only peek at a manifest another process is writing (WAL allows concurrent readers)."""
-    db = store_dir / "manifest.sqlite"
-    if not db.exists():
-        return {}
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            return dict(con.execute("SELECT status, COUNT(*) FROM files GROUP BY status").fetchall())
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return {}

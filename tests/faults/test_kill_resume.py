@@ -13,7 +13,8 @@ from pathlib import Path
 
 from mmrag_li.pipeline import MultiModalRAG
 from tests.faults.conftest import CLI_ENV, REPO, cli, settings_for
-from tests.ingest_checks import assert_store_matches_manifest, manifest_counts, small_corpus, stored_ids, text_png
+from mmrag_li.manifest import status_counts
+from tests.ingest_checks import assert_store_matches_manifest, small_corpus, stored_ids, text_png
 
 
 def _start(docs: Path, store: Path, *extra: str) -> subprocess.Popen:
@@ -26,7 +27,7 @@ def _kill_when(proc: subprocess.Popen, store: Path, done_at_least: int, delay: f
     (so the kill lands anywhere inside a later batch: embedding, upsert, delete, manifest)."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
-        if manifest_counts(store).get("done", 0) >= done_at_least:
+        if status_counts(store).get("done", 0) >= done_at_least:
             time.sleep(delay)
             if proc.poll() is not None:
                 break
@@ -45,11 +46,11 @@ def test_sigkill_at_random_points_then_resume(tmp_path, models):
     store = tmp_path / "store"
     kills = []
     for round_ in range(3):
-        before = manifest_counts(store).get("done", 0)
+        before = status_counts(store).get("done", 0)
         proc = _start(docs, store)
         target, delay = before + rng.randint(1, 9), rng.uniform(0.0, 0.5)
         if _kill_when(proc, store, target, delay):
-            kills.append((target, round(delay, 2), manifest_counts(store)))
+            kills.append((target, round(delay, 2), status_counts(store)))
         if round_ == 0:
             # Files change and disappear between the crash and the resume.
             (docs / "doc_000.md").write_text("# Doc 0\n\nRewritten after the crash: topic walrus.\n")
