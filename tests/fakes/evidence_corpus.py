@@ -9,7 +9,6 @@ fusion retriever, which is tested elsewhere; it does no ranking of its own.
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +124,7 @@ def build_corpus(root: Path) -> Corpus:
 
 
 class StubRetriever(BaseRetriever):
-    """Test double for the fusion retriever: returns fixed NodeWithScore lists (deep copies), and
+    """Test double for the fusion retriever: returns fixed NodeWithScore lists (fresh wrappers), and
     records the queries it was asked. No ranking, no embeddings."""
 
     def __init__(self, results: Sequence[NodeWithScore]):
@@ -140,6 +139,3 @@ class StubRetriever(BaseRetriever):
     async def _aretrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
         return self._retrieve(query_bundle)
 
-
-def corpus_copy(c: Corpus) -> Corpus:
-    return copy.deepcopy(c)

@@ -7,26 +7,16 @@ real tesseract OCR of rendered PNGs; the retriever is a labelled stub.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from llama_index.core.tools import FunctionTool, QueryEngineTool
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for the fakes package
-
-from fakes.evidence_corpus import StubRetriever, build_corpus  # noqa: E402
-from fakes.openai_server import FakeOpenAIServer  # noqa: E402
-from llama_index.core.tools import FunctionTool, QueryEngineTool  # noqa: E402
-
-from mmrag_li.config import LLMConfig, Settings  # noqa: E402
-from mmrag_li.generation import CitationQueryEngine, build_llm, make_tools  # noqa: E402
+from mmrag_li.config import LLMConfig, Settings
+from mmrag_li.generation import CitationQueryEngine, build_llm, make_tools
+from tests.fakes.evidence_corpus import StubRetriever
+from tests.fakes.openai_server import FakeOpenAIServer
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return build_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def test_tools_offline(corpus):

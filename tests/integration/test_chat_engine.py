@@ -6,27 +6,22 @@ a local OpenAI-compatible HTTP server (a test double at the network boundary).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from llama_index.core.base.llms.types import ChatMessage, MessageRole
+from llama_index.core.chat_engine.types import BaseChatEngine
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for the fakes package
-
-from fakes.evidence_corpus import StubRetriever, build_corpus  # noqa: E402
-from fakes.openai_server import FakeOpenAIServer  # noqa: E402
-from llama_index.core.base.llms.types import ChatMessage, MessageRole  # noqa: E402
-from llama_index.core.chat_engine.types import BaseChatEngine  # noqa: E402
-
-from mmrag_li.config import LLMConfig, Settings  # noqa: E402
-from mmrag_li.generation import CANNOT_VERIFY, CitationQueryEngine, MultiModalChatEngine, build_llm  # noqa: E402
+from mmrag_li.config import LLMConfig, Settings
+from mmrag_li.generation import (
+    CANNOT_VERIFY,
+    CitationQueryEngine,
+    MultiModalChatEngine,
+    build_llm,
+)
+from tests.fakes.evidence_corpus import StubRetriever
+from tests.fakes.openai_server import FakeOpenAIServer
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return build_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def offline_chat(corpus):

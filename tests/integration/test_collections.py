@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from mmrag_li.config import LLMConfig, RetrievalConfig, Settings
 from mmrag_li.pipeline import MultiModalRAG
+from tests.fakes.openai_server import FakeOpenAIServer
 from tests.ingest_checks import assert_store_matches_manifest, text_png
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for the fakes package
-from fakes.openai_server import FakeOpenAIServer  # noqa: E402
 
 SECRET = "ZEBRA7731"
 RETRIEVERS = ("image", "caption", "ocr", "text", "bm25")

@@ -7,18 +7,12 @@ evidence_corpus.py); the retriever is a labelled stub that returns those nodes i
 from __future__ import annotations
 
 import json
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for the fakes package
-
-from fakes.evidence_corpus import StubRetriever, build_corpus  # noqa: E402
-
-from mmrag_li.config import Settings  # noqa: E402
-from mmrag_li.generation import (  # noqa: E402
+from mmrag_li.config import Settings
+from mmrag_li.generation import (
     EXTRACTIVE_PREFIX,
     I_DONT_KNOW,
     CitationQueryEngine,
@@ -26,13 +20,10 @@ from mmrag_li.generation import (  # noqa: E402
     build_evidence,
     verify_answer,
 )
+from tests.fakes.evidence_corpus import StubRetriever
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return build_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def engine(results, **kw):

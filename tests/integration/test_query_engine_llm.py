@@ -8,20 +8,13 @@ real: PNGs OCR'd by tesseract. The retriever is a labelled stub returning those 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from llama_index.core.schema import QueryBundle
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for the fakes package
-
-from fakes.evidence_corpus import StubRetriever, build_corpus  # noqa: E402
-from fakes.openai_server import FakeOpenAIServer  # noqa: E402
-from llama_index.core.schema import QueryBundle  # noqa: E402
-
-from mmrag_li.config import LLMConfig, Settings  # noqa: E402
-from mmrag_li.errors import ConfigError  # noqa: E402
-from mmrag_li.generation import (  # noqa: E402
+from mmrag_li.config import LLMConfig, Settings
+from mmrag_li.errors import ConfigError
+from mmrag_li.generation import (
     CANNOT_VERIFY,
     I_DONT_KNOW,
     STRICT_SYSTEM_PROMPT,
@@ -29,14 +22,12 @@ from mmrag_li.generation import (  # noqa: E402
     CitationQueryEngine,
     build_llm,
 )
-from mmrag_li.generation.prompts import MERGE_SYSTEM_PROMPT, PARTIAL_SYSTEM_PROMPT  # noqa: E402
+from mmrag_li.generation.prompts import MERGE_SYSTEM_PROMPT, PARTIAL_SYSTEM_PROMPT
+from tests.fakes.evidence_corpus import StubRetriever
+from tests.fakes.openai_server import FakeOpenAIServer
 
 GOOD = "The invoice total is 1,939.00 [E1]."
 
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return build_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.fixture()
