@@ -73,9 +73,11 @@ class ClipTileReranker:
         qv = self.clip.get_query_embedding(query)
         scores: List[float] = []
         for h in hits:
-            paths = [n.node.image_path for n in h.nodes if isinstance(n.node, ImageNode) and n.node.image_path]
-            vals = [s for s in (self._image_score(qv, p) for p in paths[:1]) if s is not None]
-            scores.append(max(vals) if vals else h.scores.get("image", 0.0))
+            # the asset's best picture (evidence puts it first); assets without one keep their image score
+            path = next((n.node.image_path for n in h.nodes if isinstance(n.node, ImageNode) and n.node.image_path),
+                        None)
+            score = self._image_score(qv, path) if path else None
+            scores.append(score if score is not None else h.scores.get("image", 0.0))
         return _fuse_with_rerank(hits, scores, self.rrf_k)
 
 
