@@ -159,7 +159,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     for s in data["sources"]:
         mark = "*" if s["asset_id"] in data["citations"] else " "
         page = f" p.{s['page']}" if s.get("page") else ""
-        lines.append(f" {mark}[{s.get('evidence_id')}] {_rel(s['source'])}{page}  score={s.get('score')}")
+        score = f"  score={s['score']:.4f}" if s.get("score") is not None else ""
+        lines.append(f" {mark}[{s.get('evidence_id')}] {_rel(s['source'])}{page}{score}")
     _emit(args, data, "\n".join(lines))
     rag.close()
     return EXIT_OK

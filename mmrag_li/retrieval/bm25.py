@@ -7,11 +7,15 @@ The index is rebuilt in memory from the stores when their contents change (cheap
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import bm25s
+
+# bm25s sets its own logger to DEBUG on import, which prints on every index build; use the default.
+logging.getLogger("bm25s").setLevel(logging.NOTSET)
 import numpy as np
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore
 
