@@ -72,7 +72,7 @@ class StubEmbed:
 
 def _templates() -> Dict[str, Dict[str, Any]]:
     """One real node per collection through the store's own ``_prepare`` -> field template."""
-    from mmrag_li.stores import _prepare
+    from mmrag_li.stores import prepare_node as _prepare
 
     out = {}
     for c in COLLECTIONS:
@@ -91,7 +91,7 @@ def build_store(store_dir: Path, n_total: int, seed: int = 0, batch: int = 50_00
     import lancedb
     import pyarrow as pa
 
-    from mmrag_li.stores import _lance_schema
+    from mmrag_li.stores import lance_schema as _lance_schema
 
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((N_CENTRES, DIM)).astype(np.float32)

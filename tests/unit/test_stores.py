@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 from llama_index.core.schema import ImageNode
@@ -14,10 +20,15 @@ from llama_index.core.vector_stores.types import (
 
 from mmrag_li.config import Settings
 from mmrag_li.schema import make_image_node, make_text_node
+from mmrag_li.errors import MMRAGError
 from mmrag_li.stores import (
     DimensionMismatchError,
+    LanceModalityVectorStore,
     ModalityStores,
+    StoreBackend,
+    StoreCorruptError,
     StoreError,
+    UnsupportedFilterError,
     lance_where,
     node_uuid,
 )
@@ -211,3 +222,112 @@ def test_upsert_all_routes_by_modality(stores):
                                 txt("a", 2, "t")])
     assert counts == {"image": 1, "ocr": 1, "caption": 1, "text": 1}
     assert stores.count() == {"image": 1, "caption": 1, "ocr": 1, "text": 1}
+
+
+# ----------------------------------------------------------------------------- protocol, errors, health
+def test_lancedb_backend_satisfies_the_store_protocol(stores):
+    for c in ("image", "caption", "ocr", "text"):
+        vs = stores.vector_store(c)
+        assert isinstance(vs, LanceModalityVectorStore) and isinstance(vs, StoreBackend)
+        assert vs.backend_name == stores.backend == "lancedb"
+    assert not isinstance(object(), StoreBackend)
+
+
+def test_store_errors_are_mmrag_errors():
+    for cls in (StoreError, DimensionMismatchError, StoreCorruptError, UnsupportedFilterError):
+        assert issubclass(cls, MMRAGError)
+
+
+@pytest.mark.parametrize("op", [FilterOperator.CONTAINS, FilterOperator.ANY, FilterOperator.ALL])
+def test_unknown_filter_operator_raises_naming_it(stores, op):
+    flt = F(MetadataFilter(key="source", value="x", operator=op))
+    with pytest.raises(UnsupportedFilterError, match=f"{op.value!r} on 'source'.*LanceDB") as err:
+        lance_where(flt)
+    assert err.value.operator == op.value and "supported operators" in str(err.value)
+    stores.upsert("text", [txt("a", 0, "x")])
+    with pytest.raises(ValueError, match=op.value):  # never a silent match-all / match-nothing
+        stores.query("text", onehot(0, 6), 3, flt)
+
+
+def test_delete_by_filters_and_health(stores):
+    stores.upsert("text", [txt("a", 0, "x", page=1), txt("a", 1, "y", page=2), txt("b", 2, "z", page=2)])
+    health = stores.health()
+    assert set(health) == {"image", "caption", "ocr", "text"}
+    assert health["image"]["ok"] and health["image"]["rows"] == 0 and health["image"]["dim"] is None
+    t = health["text"]
+    assert t["ok"] and (t["backend"], t["collection"], t["rows"], t["dim"]) == ("lancedb", "text", 3, 6)
+    assert t["path"].endswith("text.lance") and "error" not in t
+    assert stores.health(deep=True)["text"]["ok"]
+    assert stores.delete_by_filters(F(MetadataFilter(key="page", value=2))) == 2
+    assert [n.node_id for n in stores.all_nodes("text")] == ["a:text:0"]
+    with pytest.raises(ValueError, match="at least one filter"):
+        stores.delete_by_filters(F())
+
+
+def _damage(path: Path, tail: bool = False) -> None:
+    raw = bytearray(path.read_bytes())
+    if tail:
+        raw[-64:] = os.urandom(64)  # the footer (magic + metadata offsets)
+    else:
+        raw = bytearray(os.urandom(200))
+    path.write_bytes(bytes(raw))
+
+
+def test_damaged_table_manifest_names_the_table_on_open(tmp_path):
+    settings = Settings(store_dir=str(tmp_path / "store"))
+    with ModalityStores.from_config(settings) as s:
+        s.upsert("text", [txt("a", 0, "x")])
+        s.upsert("image", [img("a", 0)])
+    table = tmp_path / "store" / "lancedb" / "text.lance"
+    for m in (table / "_versions").glob("*.manifest"):
+        _damage(m)
+    with pytest.raises(StoreCorruptError) as err:
+        ModalityStores.from_config(settings)
+    msg = str(err.value)
+    assert f"LanceDB table {table} is damaged" in msg
+    assert f"mv {table} {table}.damaged" in msg and "mmrag ingest" in msg
+    # the recovery works: the table moved aside, the store opens and the other tables are intact
+    table.rename(str(table) + ".damaged")
+    with ModalityStores.from_config(settings) as s:
+        assert s.count() == {"image": 1, "caption": 0, "ocr": 0, "text": 0}
+
+
+def test_damaged_data_file_is_named_by_probe_and_health(tmp_path):
+    with ModalityStores.from_config(Settings(store_dir=str(tmp_path))) as s:
+        s.upsert("text", [txt("a", 0, "x")])
+        s.probe()  # intact: nothing raised
+        table = tmp_path / "lancedb" / "text.lance"
+        data_file = next((table / "data").glob("*.lance"))
+        _damage(data_file, tail=True)
+        with pytest.raises(StoreCorruptError) as err:
+            s.probe()
+        assert f"data file {data_file}" in str(err.value) and f"mv {table} {table}.damaged" in str(err.value)
+        deep = s.health(deep=True)
+        assert deep["text"]["ok"] is False and str(data_file) in deep["text"]["error"]
+        assert deep["image"]["ok"] is True
+
+
+def test_missing_weaviate_extra_says_what_to_install():
+    """Without weaviate-client (simulated: the import fails) the package still imports and the
+    Weaviate backend fails with the pip command, not an ImportError traceback."""
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["weaviate"] = None  # the import of weaviate now raises ImportError
+        from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
+        from mmrag_li.config import Settings, StoreConfig
+        from mmrag_li.errors import ConfigError
+        import mmrag_li.stores as stores  # the package itself imports fine
+        attempts = [lambda: stores.WeaviateModalityVectorStore,
+                    lambda: stores.ModalityStores.from_config(Settings(store=StoreConfig(backend="weaviate"))),
+                    lambda: stores.weaviate_filter(MetadataFilters(filters=[MetadataFilter(key="page", value=1)]))]
+        for attempt in attempts:
+            try:
+                attempt()
+            except ConfigError as e:
+                print(e)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 3 and all("pip install 'mmrag_li[weaviate]'" in line for line in lines), out.stdout
