@@ -29,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
-from mmrag_li.config import OCRConfig  # noqa: E402
 from mmrag_li.enrich.ocr import get_ocr_engine  # noqa: E402
 
 TEXT = (
@@ -77,7 +76,7 @@ def main() -> None:
     rows = []
     for name in args.engines.split(","):
         t0 = time.perf_counter()
-        engine = get_ocr_engine(OCRConfig(engine=name))
+        engine = get_ocr_engine({"kind": name})
         load_s = time.perf_counter() - t0
         engine.recognize(img)  # warm-up
         times, found = [], set()

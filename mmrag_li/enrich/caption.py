@@ -1,19 +1,25 @@
 """Captioners behind the ``Captioner`` protocol: pixels -> a sentence the text retrievers can match.
 
-``TransformersCaptioner`` runs any Hugging Face image-to-text model (BLIP, GIT, ViT-GPT2,
-Florence-style) by hub name or local path, batched, with a short or a detailed prompt.
-The offline default is whatever ``embeddings/offline.py`` finds shipped inside a package; when
-none is installed, captioning is off and the index still works (image, OCR and text retrievers).
+``caption.kind`` picks one through :mod:`mmrag_li.registry` (group ``captioners``):
+
+* ``transformers`` -- :class:`TransformersCaptioner` runs any Hugging Face image-to-text model
+  (BLIP, GIT, ViT-GPT2, Florence-style) by hub name or local path, batched, with a short or a
+  detailed prompt; ``model: ""`` means the offline default below.
+* ``offline`` -- the tag line of the packaged ImageNet tagger (shipped inside a package); when it
+  is not installed, captioning is off and the index still works (image, OCR and text retrievers).
+* ``none`` -- no captions; third-party kinds come from the ``mmrag_li.captioners`` entry points.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from PIL import Image
 
-from mmrag_li.config import CaptionConfig
+from mmrag_li import registry
+from mmrag_li.config import CaptionConfig, OfflineCaptionConfig, TransformersCaptionConfig
+from mmrag_li.embeddings.device import dtype_kwargs, pick_device
 from mmrag_li.enrich.types import Captioner
 from mmrag_li.errors import ModelUnavailableError
 
@@ -23,15 +29,21 @@ DETAILED_PROMPT = "a detailed photograph of"
 
 
 class TransformersCaptioner:
-    """Hugging Face image-to-text captioning; ``detailed`` conditions BLIP-style models on a prompt."""
+    """Hugging Face image-to-text captioning (``caption.kind: transformers``).
+
+    Args:
+        model: hub name or local path of an image-to-text model.
+        max_new_tokens: caption length limit.
+        detailed: condition BLIP-style models on a "detailed photograph" prompt.
+        batch_size: images per ``generate`` call.
+        device: torch device, ``"auto"`` = cuda > mps > cpu.
+    """
 
     def __init__(self, model: str, max_new_tokens: int = 30, detailed: bool = False, batch_size: int = 4,
                  device: str = "auto"):
         import torch
         import transformers
         from transformers import AutoProcessor
-
-        from mmrag_li.embeddings.clip import pick_device
 
         self.device = pick_device(device)
         dtype = torch.float16 if self.device == "cuda" else torch.float32
@@ -50,14 +62,26 @@ class TransformersCaptioner:
     def _load_model(model: str, dtype):
         from transformers import AutoConfig, AutoModelForImageTextToText, VisionEncoderDecoderModel
 
-        from mmrag_li.embeddings.clip import dtype_kwargs
-
         arch = (AutoConfig.from_pretrained(model).architectures or [""])[0]
         if arch == "VisionEncoderDecoderModel":
             return VisionEncoderDecoderModel.from_pretrained(model, **dtype_kwargs(dtype))
         return AutoModelForImageTextToText.from_pretrained(model, **dtype_kwargs(dtype))
 
+    @classmethod
+    def from_config(cls, cfg: TransformersCaptionConfig) -> "TransformersCaptioner":
+        """Build from ``settings.caption`` (``kind: transformers`` with a non-empty ``model``).
+
+        Args:
+            cfg: the options.
+        """
+        return cls(cfg.model, cfg.max_new_tokens, cfg.detailed, cfg.batch_size, device=cfg.device)
+
     def caption(self, images: Sequence[Image.Image]) -> List[str]:
+        """One caption per image.
+
+        Args:
+            images: PIL images (any mode).
+        """
         import torch
 
         out: List[str] = []
@@ -75,16 +99,26 @@ class TransformersCaptioner:
         return out
 
 
-def build_captioner(cfg: CaptionConfig) -> Optional[Captioner]:
-    """The configured captioner, the packaged offline one, or None (captioning off)."""
-    if not cfg.enabled or cfg.backend == "none":
-        return None
-    if cfg.model:
-        return TransformersCaptioner(cfg.model, cfg.max_new_tokens, cfg.detailed, cfg.batch_size)
-    from mmrag_li.embeddings.offline import packaged_captioner
+def build_captioner(cfg: Optional[CaptionConfig | Dict[str, Any]] = None) -> Optional[Captioner]:
+    """The captioner ``cfg`` asks for, or None (``kind: none``, or the offline default is not
+    installed: captions are then off, with a warning).
 
-    cap = packaged_captioner(cfg)
-    if cap is None:
+    Args:
+        cfg: ``settings.caption``, a mapping such as ``{"kind": "offline"}``, or None (the default:
+            transformers with ``model: ""``, i.e. the packaged offline captioner).
+
+    Raises:
+        ModelUnavailableError: a configured model cannot be loaded.
+        ConfigError: unknown kind.
+    """
+    options = CaptionConfig.parse(cfg, "build_captioner argument")
+    if isinstance(options, TransformersCaptionConfig) and not options.model:
+        options = OfflineCaptionConfig()
+    try:
+        return registry.build("captioners", options)
+    except ModelUnavailableError:
+        if options.kind != "offline":
+            raise
         log.warning("no offline captioning model is installed; captions are off "
                     "(set caption.model to a hub model such as Salesforce/blip-image-captioning-base)")
-    return cap
+        return None

@@ -3,7 +3,7 @@
 import pytest
 from PIL import Image
 
-from mmrag_li.config import OCRConfig
+from mmrag_li.config import NoOCRConfig, RapidOCRConfig, Settings, TesseractOCRConfig
 from mmrag_li.enrich.ocr import OCRError, RapidOCREngine, TesseractOCR, get_ocr_engine
 from mmrag_li.enrich.types import OCREngine
 from mmrag_li.errors import ModelUnavailableError
@@ -38,10 +38,13 @@ def engine(request):
 def test_protocol_and_factory(tesseract, rapidocr):
     assert isinstance(tesseract, OCREngine) and isinstance(rapidocr, OCREngine)
     assert tesseract.version.startswith(("4.", "5.")) and rapidocr.version
-    assert get_ocr_engine(OCRConfig(engine="none")) is None
-    # Built once, then shared.
-    assert get_ocr_engine(OCRConfig(engine="rapidocr")) is rapidocr
-    assert get_ocr_engine(OCRConfig(engine="tesseract", lang="eng")) is tesseract
+    assert get_ocr_engine(NoOCRConfig()) is None
+    # Built once, then shared; `kind` picks the engine (a mapping, a typed config or settings.ocr).
+    assert get_ocr_engine(RapidOCRConfig()) is rapidocr
+    assert get_ocr_engine({"kind": "rapidocr"}) is rapidocr
+    assert get_ocr_engine(TesseractOCRConfig(lang="eng")) is tesseract
+    assert get_ocr_engine(Settings(ocr={"kind": "tesseract", "lang": "eng"}).ocr) is tesseract
+    assert isinstance(get_ocr_engine(Settings.load("default", **{"ocr.kind": "rapidocr"}).ocr), RapidOCREngine)
 
 
 def test_invoice_words_with_boxes(engine, files):

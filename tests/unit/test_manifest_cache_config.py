@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mmrag_li.config import Settings
+from mmrag_li.config import Settings, preset_names
 from mmrag_li.embeddings.cache import EmbeddingCache, cache_key
 from mmrag_li.manifest import Manifest
 
@@ -52,12 +52,12 @@ def test_settings_yaml_env_and_overrides(tmp_path, monkeypatch):
         Settings.load(tmp_path / "missing.yaml")
 
 
-def test_shipped_configs_validate():
-    for name in ("default.yaml", "openai.yaml", "local-vlm.yaml", "weaviate.yaml", "hub-models.yaml"):
-        try:
-            s = Settings.load(name)
-        except FileNotFoundError:
-            if name == "weaviate.yaml":
-                continue
-            raise
+def test_shipped_presets_validate_under_strict_models():
+    names = preset_names()
+    assert {"default", "openai", "local-vlm", "weaviate", "hub-models"} <= set(names)
+    for name in names:
+        s = Settings.load(name)  # by name; unknown keys would raise ConfigError
         assert s.store.backend in ("lancedb", "weaviate")
+        assert Settings.load(f"{name}.yaml") == s
+    assert Settings.load("weaviate").store.backend == "weaviate"
+    assert Settings.load("openai").llm.backend == "openai"
