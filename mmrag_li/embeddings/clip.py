@@ -1,9 +1,10 @@
 """CLIP-style image+text embeddings (one space for both) as a LlamaIndex ``MultiModalEmbedding``.
 
 Backends: Hugging Face transformers (CLIP, SigLIP: any model with get_text_features /
-get_image_features), OpenCLIP, and an ONNX encoder for models that ship inside a package
-(the offline default; see ``embeddings/offline.py``). Loading is by hub name or local path;
-batched, ``torch.inference_mode``, device auto (cuda > mps > cpu), fp16 on GPU.
+get_image_features), OpenCLIP, and the packaged offline encoder (``embeddings/offline.py``).
+Loading is by hub name or local path (a hub model pinned to a revision loads from the local HF
+cache folder when it is there, without the network); batched, ``torch.inference_mode``, device
+auto (cuda > mps > cpu), fp16 on GPU. Which model a store uses is decided in ``resolve.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
 from llama_index.core.schema import ImageType
 from PIL import Image
 
+from mmrag_li import registry
+from mmrag_li.embeddings.device import dtype_kwargs, pick_device
+from mmrag_li.embeddings.hub import find_cached_snapshot
+from mmrag_li.embeddings.offline import packaged_clip_encoder
 from mmrag_li.errors import ModelUnavailableError
+
+__all__ = ["ClipEmbedding", "ClipEncoder", "HFClipEncoder", "OpenClipEncoder", "dtype_kwargs", "hf_encoder",
+           "load_image", "openclip_encoder", "packaged_encoder", "pick_device"]  # pick_device/dtype_kwargs live in embeddings.device, re-exported for older imports
 
 
 class ClipEncoder(Protocol):
@@ -34,32 +42,17 @@ class ClipEncoder(Protocol):
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
 
-def pick_device(device: str = "auto") -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def dtype_kwargs(dtype) -> dict:
-    """transformers renamed ``torch_dtype`` to ``dtype`` in 4.56; support both."""
-    import transformers
-
-    major, minor = (int(p) for p in transformers.__version__.split(".")[:2])
-    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
-
-
 def _normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)
 
 
 def load_image(img: ImageType | Image.Image) -> Image.Image:
+    """An RGB PIL image from a PIL image, bytes, a path or a file object.
+
+    Args:
+        img: the image or where to read it.
+    """
     if isinstance(img, Image.Image):
         return img.convert("RGB")
     if isinstance(img, (bytes, bytearray)):
@@ -69,12 +62,19 @@ def load_image(img: ImageType | Image.Image) -> Image.Image:
 
 
 class HFClipEncoder:
-    """transformers CLIP/SigLIP by hub name or local path."""
+    """transformers CLIP/SigLIP by hub name or local path.
+
+    Args:
+        model: hub id or local folder; names the encoder (``model_id = "hf:<model>"``).
+        device: ``"auto"`` or a torch device.
+        path: load the weights from this folder instead (e.g. the model's HF cache snapshot).
+        revision: the hub commit the weights are (the encoder's ``version``), when known.
+    """
 
     # CLIP text-image cosines sit in a narrow band (~0.15 unrelated, 0.25-0.35 related).
     floors = {"image": 0.18, "image2image": 0.6}
 
-    def __init__(self, model: str, device: str = "auto"):
+    def __init__(self, model: str, device: str = "auto", path: str = "", revision: str = ""):
         try:
             import torch
             from transformers import AutoModel, AutoProcessor
@@ -82,15 +82,17 @@ class HFClipEncoder:
             raise ModelUnavailableError(f"transformers backend needs torch+transformers: {exc}") from exc
         self.device = pick_device(device)
         dtype = torch.float16 if self.device == "cuda" else torch.float32
+        source = path or model
+        pin = {"revision": revision} if revision and not path and revision not in ("local", "hub") else {}
         try:
-            self.processor = AutoProcessor.from_pretrained(model)
-            self.model = AutoModel.from_pretrained(model, **dtype_kwargs(dtype)).to(self.device).eval()
+            self.processor = AutoProcessor.from_pretrained(source, **pin)
+            self.model = AutoModel.from_pretrained(source, **pin, **dtype_kwargs(dtype)).to(self.device).eval()
         except OSError as exc:
             raise ModelUnavailableError(
                 f"cannot load CLIP model '{model}' (not a local path and the hub is unreachable?): {exc}"
             ) from exc
         self.model_id = f"hf:{model}"
-        self.version = str(getattr(self.model.config, "_commit_hash", None) or "local")
+        self.version = revision or str(getattr(self.model.config, "_commit_hash", None) or "local")
         self.dim = int(getattr(self.model.config, "projection_dim", 0) or self.encode_text(["x"]).shape[1])
         self._siglip = "siglip" in type(self.model).__name__.lower()
 
@@ -117,7 +119,13 @@ class HFClipEncoder:
 
 
 class OpenClipEncoder:
-    """OpenCLIP models, e.g. ``ViT-B-32`` with pretrained ``laion2b_s34b_b79k`` (extra: [gpu])."""
+    """OpenCLIP models, e.g. ``ViT-B-32`` with pretrained ``laion2b_s34b_b79k`` (extra: [gpu]).
+
+    Args:
+        model: OpenCLIP architecture name.
+        pretrained: OpenCLIP pretrained tag.
+        device: ``"auto"`` or a torch device.
+    """
 
     floors = {"image": 0.18, "image2image": 0.6}
 
@@ -160,11 +168,22 @@ class OpenClipEncoder:
 
 
 class ClipEmbedding(MultiModalEmbedding):
-    """LlamaIndex multimodal embedding over any :class:`ClipEncoder` backend."""
+    """LlamaIndex multimodal embedding over any :class:`ClipEncoder` backend (loaded on first use).
 
-    model_name: str = Field(default="", description="Hub name or local path ('' = offline default).")
-    backend: str = Field(default="auto", description="auto | hf | openclip | onnx")
+    Args:
+        encoder: a ready :class:`ClipEncoder` (else one is built from the fields below).
+        model_name: hub id or local folder; ``""``/``"auto"`` = the packaged offline encoder.
+        backend: ``auto | hf | openclip | onnx | packaged`` (onnx = packaged).
+        pretrained: OpenCLIP pretrained tag.
+        revision: hub commit of ``model_name`` (loads from the HF cache folder when it is there).
+        device: ``"auto"`` or a torch device.
+        embed_batch_size: images/texts per forward pass.
+    """
+
+    model_name: str = Field(default="", description="Hub name or local path ('' or 'auto' = offline default).")
+    backend: str = Field(default="auto", description="auto | hf | openclip | onnx | packaged")
     pretrained: str = Field(default="", description="OpenCLIP pretrained tag.")
+    revision: str = Field(default="", description="Hub commit of model_name, when pinned.")
     device: str = Field(default="auto")
     embed_batch_size: int = Field(default=16, gt=0)
 
@@ -180,14 +199,25 @@ class ClipEmbedding(MultiModalEmbedding):
 
     @classmethod
     def from_defaults(cls, model_name: str = "", backend: str = "auto", pretrained: str = "",
-                      device: str = "auto", batch_size: int = 16) -> "ClipEmbedding":
+                      device: str = "auto", batch_size: int = 16, revision: str = "") -> "ClipEmbedding":
+        """An embedding for exactly this model (no resolution; see ``embeddings.image.build_image_embedding``).
+
+        Args:
+            model_name: hub id or local folder; ``""``/``"auto"`` = the packaged offline encoder.
+            backend: ``auto | hf | openclip | onnx | packaged``.
+            pretrained: OpenCLIP pretrained tag.
+            device: ``"auto"`` or a torch device.
+            batch_size: images/texts per forward pass.
+            revision: hub commit of ``model_name``, when pinned.
+        """
         return cls(model_name=model_name, backend=backend, pretrained=pretrained, device=device,
-                   embed_batch_size=batch_size)
+                   embed_batch_size=batch_size, revision=revision)
 
     @property
     def encoder(self) -> ClipEncoder:
         if self._encoder is None:
-            self._encoder = _build_encoder(self.model_name, self.backend, self.pretrained, self.device)
+            self._encoder = _build_encoder(self.model_name, self.backend, self.pretrained, self.device,
+                                           self.revision)
             self.model_name = self.model_name or self._encoder.model_id
         return self._encoder
 
@@ -242,11 +272,54 @@ class ClipEmbedding(MultiModalEmbedding):
         return await asyncio.to_thread(self._get_image_embeddings, img_file_paths)
 
 
-def _build_encoder(model: str, backend: str, pretrained: str, device: str) -> ClipEncoder:
-    if backend == "openclip":
-        return OpenClipEncoder(model or "ViT-B-32", pretrained or "laion2b_s34b_b79k", device)
-    if backend == "hf" or (backend == "auto" and model):
-        return HFClipEncoder(model or "openai/clip-vit-base-patch32", device)
-    from mmrag_li.embeddings.offline import packaged_clip_encoder
+def hf_encoder(model: str = "", pretrained: str = "", device: str = "auto",
+               revision: str = "") -> HFClipEncoder:
+    """Image-encoder kind ``hf``: a transformers CLIP/SigLIP, from the local HF cache folder when it is there.
 
+    Args:
+        model: hub id or local folder (default ``openai/clip-vit-base-patch32``).
+        pretrained: unused (OpenCLIP only).
+        device: ``"auto"`` or a torch device.
+        revision: the hub commit to load (``""``, ``"local"``, ``"hub"``: whatever is there).
+    """
+    model = model or "openai/clip-vit-base-patch32"
+    pinned = revision if revision not in ("", "local", "hub") else ""
+    snap = find_cached_snapshot(model, pinned or None)  # no network: a folder lookup
+    return HFClipEncoder(model, device, path=snap.path if snap else "",
+                         revision=pinned or (snap.revision if snap else ""))
+
+
+def openclip_encoder(model: str = "", pretrained: str = "", device: str = "auto",
+                     revision: str = "") -> OpenClipEncoder:
+    """Image-encoder kind ``openclip``.
+
+    Args:
+        model: OpenCLIP architecture (default ``ViT-B-32``).
+        pretrained: pretrained tag (default ``laion2b_s34b_b79k``).
+        device: ``"auto"`` or a torch device.
+        revision: unused.
+    """
+    return OpenClipEncoder(model or "ViT-B-32", pretrained or "laion2b_s34b_b79k", device)
+
+
+def packaged_encoder(model: str = "", pretrained: str = "", device: str = "auto",
+                     revision: str = "") -> ClipEncoder:
+    """Image-encoder kinds ``packaged`` / ``onnx``: the packaged offline encoder (no options).
+
+    Args:
+        model: unused.
+        pretrained: unused.
+        device: ``"auto"`` or a torch device.
+        revision: unused.
+    """
     return packaged_clip_encoder(device)
+
+
+def _build_encoder(model: str, backend: str, pretrained: str, device: str, revision: str = "") -> ClipEncoder:
+    """Third-party kinds (registry group ``image_encoders``) are called the same way as the built-ins:
+    ``factory(model=..., pretrained=..., device=..., revision=...)`` returning a :class:`ClipEncoder`."""
+    model = "" if model.strip().lower() == "auto" else model
+    if backend in ("", "auto"):
+        backend = "hf" if model else "packaged"
+    factory = registry.resolve("image_encoders", backend)
+    return factory(model=model, pretrained=pretrained, device=device, revision=revision)

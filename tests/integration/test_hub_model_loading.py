@@ -77,7 +77,6 @@ def test_clip_embedding_loads_by_path_and_embeds_both_modalities(tiny_clip_dir, 
 
 
 def test_transformers_captioner_runs_a_blip_model_by_path(tiny_blip_dir):
-    from mmrag_li.config import CaptionConfig
     from mmrag_li.enrich.caption import TransformersCaptioner, build_captioner
 
     cap = TransformersCaptioner(tiny_blip_dir, max_new_tokens=5, batch_size=2)
@@ -85,8 +84,8 @@ def test_transformers_captioner_runs_a_blip_model_by_path(tiny_blip_dir):
     out = cap.caption(images)
     assert len(out) == 3 and all(isinstance(t, str) for t in out)
     assert cap.name == f"hf:{tiny_blip_dir}" and cap.version.startswith("transformers==")
-    assert build_captioner(CaptionConfig(enabled=False)) is None
-    assert isinstance(build_captioner(CaptionConfig(model=tiny_blip_dir)), TransformersCaptioner)
+    assert build_captioner({"kind": "none"}) is None
+    assert isinstance(build_captioner({"kind": "transformers", "model": tiny_blip_dir}), TransformersCaptioner)
 
 
 def test_missing_hub_model_gives_a_clear_error(monkeypatch):
