@@ -17,7 +17,7 @@ from mmrag_li.pipeline import MultiModalRAG
 
 REPO = Path(__file__).resolve().parents[2]
 # Environment of every CLI subprocess: no OCR (not the point here), small batches, no hub access.
-CLI_ENV = dict(os.environ, MMRAG_OCR__ENGINE="none", MMRAG_INGEST__BATCH_FILES="3", HF_HUB_OFFLINE="1",
+CLI_ENV = dict(os.environ, MMRAG_OCR__KIND="none", MMRAG_INGEST__BATCH_FILES="3", HF_HUB_OFFLINE="1",
                TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
 
 
@@ -26,7 +26,7 @@ def cli(*args: str):
 
 
 def settings_for(store: Path, **ingest) -> Settings:
-    return Settings(store_dir=str(store), ocr={"engine": "none"}, ingest=ingest)
+    return Settings(store_dir=str(store), ocr={"kind": "none"}, ingest=ingest)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,20 @@ from tests.ingest_checks import assert_store_matches_manifest, small_corpus
 def test_ingest_and_query_at_the_same_time(tmp_path, models):
     docs = small_corpus(tmp_path / "docs", n_md=4, n_png=1)
     (docs / "anchor.md").write_text("# Anchor\n\nThe anchor token is KESTREL42 and it stays findable.\n")
-    rag = MultiModalRAG(settings_for(tmp_path / "store", batch_files=2), **models)
+    inner = MultiModalRAG(settings_for(tmp_path / "store", batch_files=2), **models).reader()
+
+    class Paced:  # reading takes a little time, so the queries really overlap the ingest
+        delay = 0.0
+
+        def __getattr__(self, name):
+            return getattr(inner, name)
+
+        def read_file(self, path):
+            time.sleep(self.delay)
+            return inner.read_file(path)
+
+    paced = Paced()
+    rag = MultiModalRAG(settings_for(tmp_path / "store", batch_files=2), reader=paced, **models)
     rag.ingest(docs, progress=False)
     # More work arrives, and the anchor file changes (old nodes replaced mid-run).
     small_corpus(docs, n_md=30, n_png=6, tag="more")
@@ -43,17 +56,7 @@ def test_ingest_and_query_at_the_same_time(tmp_path, models):
                 errors.append(repr(exc))
                 return
 
-    inner = rag.reader()
-
-    class Paced:  # reading takes a little time, so the queries really overlap the ingest
-        def __getattr__(self, name):
-            return getattr(inner, name)
-
-        def read_file(self, path):
-            time.sleep(0.15)
-            return inner.read_file(path)
-
-    rag._c["reader"] = Paced()
+    paced.delay = 0.15
     t = threading.Thread(target=query_loop)
     t.start()
     try:
@@ -76,9 +79,9 @@ def test_cli_process_exits_while_a_reader_thread_is_still_hung(tmp_path):
         from mmrag_li.config import Settings
         from mmrag_li.pipeline import MultiModalRAG
 
-        rag = MultiModalRAG(Settings(store_dir={str(tmp_path / 'store')!r}, ocr={{"engine": "none"}},
-                                     ingest={{"file_timeout_s": 1}}))
-        inner = rag.reader()
+        settings = Settings(store_dir={str(tmp_path / 'store')!r}, ocr={{"kind": "none"}},
+                            ingest={{"file_timeout_s": 1}})
+        inner = MultiModalRAG(settings).reader()
 
         class Hanging:
             def __getattr__(self, name):
@@ -89,7 +92,7 @@ def test_cli_process_exits_while_a_reader_thread_is_still_hung(tmp_path):
                     threading.Event().wait()  # forever
                 return inner.read_file(path)
 
-        rag._c["reader"] = Hanging()
+        rag = MultiModalRAG(settings, reader=Hanging())
         report = rag.ingest({str(docs)!r}, progress=False)
         print(json.dumps(report.to_dict()))
     """)

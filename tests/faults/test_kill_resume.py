@@ -11,9 +11,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from mmrag_li.ingest.manifest import status_counts
 from mmrag_li.pipeline import MultiModalRAG
 from tests.faults.conftest import CLI_ENV, REPO, cli, settings_for
-from mmrag_li.manifest import status_counts
 from tests.ingest_checks import assert_store_matches_manifest, small_corpus, stored_ids, text_png
 
 
@@ -74,3 +74,31 @@ def test_sigkill_at_random_points_then_resume(tmp_path, models):
     ref = MultiModalRAG(settings_for(tmp_path / "ref"), **models)
     assert ref.ingest(docs, progress=False).failed == []
     assert stored_ids(ref.stores) == have, f"seed {seed}, kills {kills}"
+
+
+def test_ctrl_c_stops_cleanly_and_the_next_run_completes(tmp_path, models):
+    """SIGINT while worker threads are inside RapidOCR (onnxruntime): the CLI exits 130 with one
+    line -- no C++ "terminate called without an active exception" abort from a thread left in
+    native code at interpreter exit, no traceback -- and the next run completes the store exactly."""
+    docs = small_corpus(tmp_path / "docs", n_md=6, n_png=6)
+    store = tmp_path / "store"
+    env = dict(CLI_ENV, MMRAG_OCR__KIND="rapidocr")
+    proc = subprocess.Popen(cli("ingest", str(docs), "--store", str(store), "--json", "-q", "--workers", "2"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None and status_counts(store).get("done", 0) < 6:
+        time.sleep(0.01)
+    time.sleep(1.0)  # the markdown files are stored; the workers are now reading the images
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "terminate called" not in err and "Traceback" not in err and "interrupted" in err, err[-2000:]
+
+    final = subprocess.run(cli("ingest", str(docs), "--store", str(store), "--json", "-q"), capture_output=True,
+                           text=True, env=env, cwd=REPO, timeout=600)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert json.loads(final.stdout)["failed"] == []
+    rag = MultiModalRAG(settings_for(store), **models)
+    assert rag.manifest.counts() == {"done": 12}
+    assert_store_matches_manifest(rag)

@@ -19,6 +19,7 @@ import pytest
 
 from mmrag_li.config import Settings
 from mmrag_li.enrich.safety import SafetyVerdict
+from mmrag_li.ingest.runner import file_budget
 from mmrag_li.pipeline import MultiModalRAG, scoped_asset_id
 from mmrag_li.schema import file_hash
 from tests.conftest import bomb_png_bytes
@@ -34,9 +35,10 @@ def models(tmp_path_factory):
     return {"text_embed": rag.text_embed, "clip_embed": rag.clip_embed, "captioner": rag.captioner}
 
 
-def make_rag(tmp_path, models, ocr="none", **ingest):
-    settings = Settings(store_dir=str(tmp_path / "store"), ocr={"engine": ocr}, ingest=ingest)
-    return MultiModalRAG(settings, **models)
+def make_rag(tmp_path, models, ocr="none", components=None, **ingest):
+    """A pipeline over ``tmp_path/store`` with the shared models (+ other ready-made ``components``)."""
+    settings = Settings(store_dir=str(tmp_path / "store"), ocr={"kind": ocr}, ingest=ingest)
+    return MultiModalRAG(settings, **models, **(components or {}))
 
 
 # ---- idempotent and incremental -------------------------------------------------------------------
@@ -44,7 +46,7 @@ def test_reingest_unchanged_folder_encodes_nothing(tmp_path, models):
     docs = small_corpus(tmp_path / "docs", n_md=6, n_png=3)
     rag = make_rag(tmp_path, models)
     first = rag.ingest(docs, progress=False)
-    assert first.failed == [] and first.files == 9
+    assert first.failed == [] and first.files == 9 and (first.new, first.changed) == (9, 0)
     assert first.encoded["text"] > 0 and first.encoded["image"] == 3
     store_before = assert_store_matches_manifest(rag)
 
@@ -90,6 +92,7 @@ def test_changed_file_replaces_its_nodes_in_every_collection(tmp_path, models):
     md.write_text("# Notes\n\nSecond version, now about submarines.\n")
     report = rag.ingest(docs, progress=False)
     assert report.failed == [] and report.nodes["image"] == 1 and report.nodes["text"] == 1
+    assert (report.new, report.changed) == (0, 2) and report.to_dict()["changed"] == 2
     assert rag.stores.get_asset_nodes(old_png) == [] and rag.stores.get_asset_nodes(old_md) == []
     new_nodes = rag.stores.get_asset_nodes(file_hash(png))
     assert {n.metadata["modality"] for n in new_nodes} == {"image", "ocr", "caption"}
@@ -162,9 +165,8 @@ def test_hung_file_times_out_and_the_run_goes_on(tmp_path, models):
     docs = small_corpus(tmp_path / "docs", n_md=12, n_png=0)
     (docs / "hang_a.md").write_text("# Hang A\n\nnever finishes\n")
     (docs / "hang_b.md").write_text("# Hang B\n\nnever finishes either\n")
-    rag = make_rag(tmp_path, models, file_timeout_s=1.0)
-    slow = SlowReader(rag.reader())
-    rag._c["reader"] = slow
+    slow = SlowReader(make_rag(tmp_path, models).reader())
+    rag = make_rag(tmp_path, models, components={"reader": slow}, file_timeout_s=1.0)
     t0 = time.perf_counter()
     report = rag.ingest(docs, workers=2, batch_files=4, progress=False)
     took = time.perf_counter() - t0
@@ -183,7 +185,7 @@ def test_hung_file_times_out_and_the_run_goes_on(tmp_path, models):
 
 
 def test_ocr_engine_gets_the_configured_timeout(tmp_path, models):
-    rag = MultiModalRAG(Settings(store_dir=str(tmp_path / "s"), ocr={"engine": "tesseract", "timeout_s": 7}))
+    rag = MultiModalRAG(Settings(store_dir=str(tmp_path / "s"), ocr={"kind": "tesseract", "timeout_s": 7}))
     assert rag.ocr.timeout_s == 7.0
     assert rag.reader().ocr is rag.ocr
 
@@ -305,8 +307,7 @@ def test_safety_checker_refuses_images(tmp_path, models):
     from PIL import Image
 
     Image.new("RGB", (200, 100), "black").save(docs / "dark.png")
-    rag = make_rag(tmp_path, models)
-    rag._c["safety_checker"] = DarkImageChecker()
+    rag = make_rag(tmp_path, models, components={"safety_checker": DarkImageChecker()})
     report = rag.ingest(docs, progress=False)
     assert [(Path(f["path"]).name, f["reason"]) for f in report.failed] == [
         ("dark.png", "refused by safety checker: dark 1.00")]
@@ -350,7 +351,7 @@ def test_changed_settings_reprocess_files_from_the_cache(tmp_path, models):
     assert rag.stores.count()["caption"] == 2
     rag.close()
     # Captions off: the store must not keep caption nodes made under the old settings.
-    settings = Settings(store_dir=str(tmp_path / "store"), ocr={"engine": "none"}, caption={"enabled": False})
+    settings = Settings(store_dir=str(tmp_path / "store"), ocr={"kind": "none"}, caption={"kind": "none"})
     rag = MultiModalRAG(settings, text_embed=models["text_embed"], clip_embed=models["clip_embed"], captioner=None)
     report = rag.ingest(docs, progress=False)
     assert report.skipped_unchanged == 0 and report.encoded == {"text": 0, "image": 0}  # re-read, not re-encoded
@@ -366,6 +367,8 @@ def test_pdfs_get_reading_time_per_page(tmp_path):
     doc.save(tmp_path / "five.pdf")
     doc.close()
     (tmp_path / "a.md").write_text("# A\n\ntext\n")
-    rag = MultiModalRAG(Settings(store_dir=str(tmp_path / "s"), ingest={"file_timeout_s": 1, "page_timeout_s": 2}))
-    assert rag._budget(tmp_path / "five.pdf") == 11
-    assert rag._budget(tmp_path / "a.md") == 1
+    settings = Settings(store_dir=str(tmp_path / "s"), ingest={"file_timeout_s": 1, "page_timeout_s": 2})
+    assert file_budget(tmp_path / "five.pdf", settings) == 11
+    assert file_budget(tmp_path / "a.md", settings) == 1
+    capped = Settings(ingest={"file_timeout_s": 1, "page_timeout_s": 2, "max_file_budget_s": 6})
+    assert file_budget(tmp_path / "five.pdf", capped) == 6 and file_budget(tmp_path / "a.md", capped) == 1
