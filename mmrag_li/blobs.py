@@ -17,6 +17,13 @@ from PIL import Image
 
 
 class BlobStore:
+    """Content-addressed files under ``root``: ``<kind>/<key[:2]>/<key><suffix>``, written atomically
+    once (a second write of the same key is a no-op).
+
+    Args:
+        root: the folder (``<store>/blobs``).
+    """
+
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
@@ -41,7 +48,12 @@ class BlobStore:
             raise
 
     def put_file(self, src: str | Path, key: str) -> str:
-        """Copy an original once; the key is its content hash so a second copy is a no-op."""
+        """Copy an original once; the key is its content hash so a second copy is a no-op.
+
+        Args:
+            src: the file to copy.
+            key: its content hash.
+        """
         src = Path(src)
         dst = self._path("originals", key, src.suffix.lower())
         if not dst.exists():
@@ -52,12 +64,28 @@ class BlobStore:
         return str(dst)
 
     def put_bytes(self, data: bytes, key: str, suffix: str = ".png", kind: str = "renders") -> str:
+        """Store ``data``; returns its path.
+
+        Args:
+            data: the bytes.
+            key: a content key.
+            suffix: the file suffix.
+            kind: the sub-folder (``renders``, ``originals``, ...).
+        """
         dst = self._path(kind, key, suffix)
         if not dst.exists():
             self._atomic_write(dst, data)
         return str(dst)
 
     def put_image(self, image: Image.Image, key: str, kind: str = "renders", fmt: str = "PNG") -> str:
+        """Store an image encoded as ``fmt``; returns its path.
+
+        Args:
+            image: the image.
+            key: a content key.
+            kind: the sub-folder.
+            fmt: a Pillow format name.
+        """
         dst = self._path(kind, key, "." + fmt.lower())
         if not dst.exists():
             buf = io.BytesIO()
@@ -66,6 +94,13 @@ class BlobStore:
         return str(dst)
 
     def thumbnail(self, image: Image.Image, key: str, max_px: int = 256) -> str:
+        """Store a JPEG thumbnail (longer side ``max_px``); returns its path.
+
+        Args:
+            image: the image.
+            key: a content key.
+            max_px: the longer side of the thumbnail.
+        """
         dst = self._path("thumbs", key, ".jpg")
         if not dst.exists():
             thumb = image.convert("RGB").copy()
@@ -76,4 +111,9 @@ class BlobStore:
         return str(dst)
 
     def exists(self, path: Optional[str]) -> bool:
+        """Whether ``path`` (a stored blob path, or None) exists.
+
+        Args:
+            path: a path returned by this store, or None.
+        """
         return bool(path) and Path(path).exists()  # type: ignore[arg-type]

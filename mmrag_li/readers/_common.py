@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from llama_index.core.readers.base import BasePydanticReader
 from llama_index.core.schema import BaseNode, TextNode
@@ -14,8 +13,8 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from ..blobs import BlobStore
 from ..config import Settings
 from ..enrich.types import OCRResult, OCRWord
-from ..errors import IngestError
-from ..schema import OCR, file_hash, make_text_node
+from ..schema import OCR, make_text_node
+from .fileio import SourceFile, open_source
 
 log = logging.getLogger("mmrag_li.readers")
 
@@ -75,14 +74,53 @@ class MMReader(BasePydanticReader):
     def lazy_load_data(self, file: Any, extra_info: Optional[Dict[str, Any]] = None):  # type: ignore[override]
         raise NotImplementedError
 
-    def common_meta(self, path: Path, asset_id: str, mime: str, extra_info: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    def source_file(self, file: Any) -> SourceFile:
+        """``file`` (a path, or a `SourceFile` already read by `DirectoryReader`) as bytes read
+        through one descriptor, without following a symbolic link to the file itself."""
+        if isinstance(file, SourceFile):
+            return file
+        cfg = self.settings.ingest
+        return open_source(file, follow_symlinks=cfg.follow_symlinks, max_mb=cfg.max_file_mb, strict=False)
+
+    def source_name(self, path: Any) -> str:
+        """What nodes show as ``source``: the path, with PII in it redacted when ``ingest.redact_pii``."""
+        name = str(path)
+        if self.settings.ingest.redact_pii:
+            from ..enrich.pii import redact_source
+
+            name = redact_source(name, phone_regions=self.settings.ingest.pii_phone_regions)
+        return name
+
+    def redact(self, text: str) -> Tuple[str, Dict[str, int]]:
+        """(text, {kind: count}) with PII replaced when ``ingest.redact_pii`` is on (before chunking,
+        so nothing escapes by being cut in two), else the text unchanged."""
+        if not self.settings.ingest.redact_pii or not text:
+            return text, {}
+        from ..enrich.pii import redact_text
+
+        return redact_text(text, phone_regions=self.settings.ingest.pii_phone_regions)
+
+    def redact_ocr(self, result: Any) -> bool:
+        """Redact an OCR result's lines/words in place before chunking (``ingest.redact_pii``);
+        True when anything was replaced."""
+        if not self.settings.ingest.redact_pii:
+            return False
+        from ..enrich.pii import redact_ocr_result
+
+        return bool(redact_ocr_result(result, phone_regions=self.settings.ingest.pii_phone_regions))
+
+    def common_meta(self, path: Any, asset_id: str, mime: str, extra_info: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         meta: Dict[str, Any] = dict(extra_info or {})
-        try:
-            mtime = path.stat().st_mtime
-        except OSError:
-            mtime = None
+        if isinstance(path, SourceFile):
+            mtime: Optional[float] = path.mtime
+            path = path.path
+        else:
+            try:
+                mtime = Path(path).stat().st_mtime
+            except OSError:
+                mtime = None
         meta.update(
-            file_name=path.name,
+            file_name=Path(self.source_name(path)).name,
             mime_type=meta.get("mime_type") or mime,
             content_hash=asset_id,
             collection=self.settings.ingest.collection,
@@ -91,41 +129,17 @@ class MMReader(BasePydanticReader):
         return meta
 
 
-def check_file(path: Any) -> Path:
-    """Absolute path of a readable, non-empty regular file, else IngestError with the reason."""
-    p = Path(path).expanduser()
-    p = Path(os.path.abspath(p))
-    if not p.exists():
-        raise IngestError(str(p), "file not found" if not p.is_symlink() else "broken symlink")
-    if p.is_dir():
-        raise IngestError(str(p), "is a directory, not a file")
-    if not p.is_file():
-        raise IngestError(str(p), "not a regular file")
-    try:
-        size = p.stat().st_size
-    except PermissionError:
-        raise IngestError(str(p), "permission denied") from None
-    if not os.access(p, os.R_OK):
-        raise IngestError(str(p), "permission denied")
-    try:
-        with open(p, "rb") as fh:
-            fh.read(1)
-    except PermissionError:
-        raise IngestError(str(p), "permission denied") from None
-    except OSError as exc:
-        raise IngestError(str(p), f"cannot read file: {exc.strerror or exc}") from None
-    if size == 0:
-        raise IngestError(str(p), "empty file (0 bytes)")
-    return p
+def mark_redacted(node: BaseNode) -> None:
+    """Record on ``node`` which PII placeholders its text holds (``pii_redacted``: {kind: count})."""
+    from ..enrich.pii import placeholder_counts
 
-
-def asset_id_of(path: Path) -> str:
-    try:
-        return file_hash(path)
-    except PermissionError:
-        raise IngestError(str(path), "permission denied") from None
-    except OSError as exc:
-        raise IngestError(str(path), f"cannot read file: {exc.strerror or exc}") from None
+    counts = placeholder_counts(getattr(node, "text", "") or "")
+    if not counts:
+        return
+    node.metadata["pii_redacted"] = counts
+    for keys in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):
+        if "pii_redacted" not in keys:
+            keys.append("pii_redacted")
 
 
 def union_box(boxes: Iterable[Sequence[int]]) -> Optional[List[int]]:
@@ -136,7 +150,13 @@ def union_box(boxes: Iterable[Sequence[int]]) -> Optional[List[int]]:
 
 
 def words_meta(words: Sequence[OCRWord]) -> List[Dict[str, Any]]:
-    return [{"text": w.text, "conf": round(float(w.conf), 1), "bbox": [int(c) for c in w.bbox]} for w in words]
+    """OCR words as small dicts for node metadata: text, confidence, pixel box, line index.
+
+    Args:
+        words: the OCR words of one node.
+    """
+    return [{"text": w.text, "conf": round(float(w.conf), 1), "bbox": [int(c) for c in w.bbox], "line": int(w.line)}
+            for w in words]
 
 
 def _approx_tokens(text: str) -> int:

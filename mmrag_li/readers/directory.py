@@ -11,6 +11,13 @@ Use from a pipeline::
 
 or ``reader.load_data(paths)`` / ``lazy_load_data(paths)``, which never raise for a bad file and
 record it in ``reader.failures`` instead.
+
+Symbolic links (``ingest.follow_symlinks: false``, the default): the walk starts from the real
+location of each path given (the caller named it), descends no linked folder and reports every link it meets in
+``failures`` ("symbolic link: not followed ..."), so the paths it yields contain no link.
+`read_file` opens the file without following links and checks that the open descriptor is that
+very path (`fileio.open_source`), so a link swapped in after the walk, for the file or any
+folder above it, is refused, not read, and nothing of its target is stored.
 """
 
 from __future__ import annotations
@@ -25,10 +32,11 @@ from pydantic import Field, PrivateAttr
 from wcmatch import glob as wcglob
 
 from ..errors import IngestError
-from ._common import MMReader, check_file
+from ._common import MMReader
+from .fileio import SYMLINK_REASON, open_source
 from .image import ImageReader
 from .pdf import PDFReader
-from .sniff import EXT_NAMES, expected_kind, sniff_type
+from .sniff import EXT_NAMES, HEAD_BYTES, expected_kind, sniff_bytes
 from .text import TextReader
 
 log = logging.getLogger("mmrag_li.readers")
@@ -70,8 +78,11 @@ class DirectoryReader(MMReader):
         """Files to read, in a stable order. Named files are yielded as given (even if missing,
         so that ``read_file`` reports them); folders are walked with include/exclude globs."""
         seen: set = set()
+        follow = self.settings.ingest.follow_symlinks
         for raw in _as_list(paths) if paths is not None else self.input_paths:
             root = Path(os.path.abspath(Path(raw).expanduser()))
+            if not follow:  # what the caller named is theirs (resolved); below it no link is followed
+                root = Path(os.path.realpath(root))
             if root.is_dir():
                 for f in self._walk(root):
                     key = os.path.realpath(f)
@@ -107,6 +118,7 @@ class DirectoryReader(MMReader):
                     continue
                 if full.is_symlink():
                     if not follow:
+                        self._skip_link(full)
                         continue
                     real = os.path.realpath(full)
                     if real in visited_dirs:  # symlink loop or second route into the same folder
@@ -121,14 +133,19 @@ class DirectoryReader(MMReader):
             for name in sorted(filenames):
                 full = dpath / name
                 rel = f"{rel_dir}/{name}" if rel_dir else name
-                if full.is_symlink() and not follow:
-                    log.debug("skipping symlink %s (follow_symlinks=False)", full)
-                    continue
                 if not any(glob_match(rel, pat) for pat in cfg.include):
                     continue
                 if any(glob_match(rel, pat) for pat in cfg.exclude):
                     continue
+                if full.is_symlink() and not follow:
+                    self._skip_link(full)
+                    continue
                 yield full
+
+    def _skip_link(self, path: Path) -> None:
+        """A symbolic link met by the walk is not followed, and reported, not skipped silently."""
+        self._failures.append(IngestError(str(path), SYMLINK_REASON))
+        log.info("%s: %s", path, SYMLINK_REASON)
 
     # -- one file --------------------------------------------------------------------------
     def _reader(self, kind: str) -> MMReader:
@@ -140,18 +157,19 @@ class DirectoryReader(MMReader):
         return self._readers[kind]
 
     def read_file(self, path: PathLike, extra_info: Optional[Dict[str, Any]] = None) -> List[BaseNode]:
-        """All nodes of one file; raises :class:`IngestError` (path + reason) for a bad file."""
-        p = check_file(path)
+        """All nodes of one file; raises :class:`IngestError` (path + reason) for a bad file.
+
+        The file is read once through a descriptor opened without following symbolic links (with
+        ``ingest.follow_symlinks`` false), and only those bytes are used: see the module docstring.
+
+        Args:
+            path: a file, normally one `iter_files` yielded.
+            extra_info: metadata added to every node.
+        """
         cfg = self.settings.ingest
-        size = p.stat().st_size
-        if size > cfg.max_file_mb * 1024 * 1024:
-            raise IngestError(str(p), f"file exceeds max_file_mb ({size / 1048576:.1f} MB > {cfg.max_file_mb:g} MB)")
-        try:
-            ft = sniff_type(p)
-        except PermissionError:
-            raise IngestError(str(p), "permission denied") from None
-        except OSError as exc:
-            raise IngestError(str(p), f"cannot read file: {exc.strerror or exc}") from None
+        src = open_source(path, follow_symlinks=cfg.follow_symlinks, max_mb=cfg.max_file_mb, strict=True)
+        p = src.path
+        ft = sniff_bytes(src.data[:HEAD_BYTES], p.suffix)
         expected = expected_kind(p)
         suffix = p.suffix.lower()
         if expected in ("image", "pdf") and ft.kind not in ("image", "pdf"):
@@ -166,7 +184,7 @@ class DirectoryReader(MMReader):
             log.info("%s: extension says %s but content is %s; reading as %s", p, expected, ft.mime, ft.kind)
         before = len(self._warnings)
         try:
-            nodes = list(self._reader(ft.kind).lazy_load_data(p, extra_info=info))
+            nodes = list(self._reader(ft.kind).lazy_load_data(src, extra_info=info))
             # Non-fatal problems of this file (a broken PDF page, an OCR timeout) travel with its nodes.
             prefix = f"{p}: "
             mine = [w[len(prefix):] for w in self._warnings[before:] if w.startswith(prefix)]

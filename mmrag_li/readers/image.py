@@ -9,6 +9,7 @@ on white, downscaled to ``model_max_side``); ``blob_path`` is the untouched orig
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -18,9 +19,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..enrich.ocr import OCRError, prepare_image
 from ..enrich.tiling import tile_boxes
-from ..errors import IngestError
+from ..errors import IngestError, UsageError
 from ..schema import CAPTION, CROP, IMAGE, make_image_node, make_text_node, node_id
-from ._common import FORMAT_MIME, MMReader, asset_id_of, check_file, ocr_nodes
+from ._common import FORMAT_MIME, MMReader, mark_redacted, ocr_nodes
+from .fileio import SourceFile, open_source
+from .sniff import sniff_bytes
 
 SUPPORTED_FORMATS = set(FORMAT_MIME)
 # Images above this many pixels are OCRed on a downscaled copy (boxes are scaled back).
@@ -46,8 +49,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return out if out.mode == "RGB" else out.convert("RGB")
 
 
-def open_image(path: Path, max_pixels: int) -> Tuple[Image.Image, str, Dict[str, Any]]:
-    """Open, check and fully decode ``path``; returns (upright RGB image, PIL format, info).
+def open_image(path: Any, max_pixels: int) -> Tuple[Image.Image, str, Dict[str, Any]]:
+    """Open, check and fully decode ``path`` (a path or a `SourceFile`); returns (upright RGB image,
+    PIL format, info).
 
     The pixel limit is enforced here from the header (before decoding), so it does not depend on
     warning filters; Pillow's own global ``MAX_IMAGE_PIXELS`` is set to the same limit (thread-safe
@@ -55,8 +59,12 @@ def open_image(path: Path, max_pixels: int) -> Tuple[Image.Image, str, Dict[str,
     """
     if max_pixels:
         Image.MAX_IMAGE_PIXELS = int(max_pixels)
+    src = path.stream() if isinstance(path, SourceFile) else path
+    path = path.path if isinstance(path, SourceFile) else path
     try:
-        img = Image.open(path)
+        with warnings.catch_warnings():  # the explicit limit below reports it, with the file name
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(src)
     except Image.DecompressionBombError as exc:
         m = re.search(r"\((\d+) pixels\)", str(exc))
         n = m.group(1) if m else "?"
@@ -120,19 +128,20 @@ class ImageReader(MMReader):
     """One image file -> ``image`` ImageNode (+ ``ocr``, ``caption`` TextNodes, ``crop`` ImageNodes)."""
 
     def lazy_load_data(self, file: Any, extra_info: Optional[Dict[str, Any]] = None) -> Iterator[BaseNode]:  # type: ignore[override]
-        yield from self._read(check_file(file), extra_info)
+        yield from self._read(self.source_file(file), extra_info)
 
-    def _read(self, path: Path, extra_info: Optional[Dict[str, Any]]) -> List[BaseNode]:
+    def _read(self, src: SourceFile, extra_info: Optional[Dict[str, Any]]) -> List[BaseNode]:
         cfg = self.settings.ingest
-        img, fmt, info = open_image(path, cfg.max_image_pixels)
-        asset_id = asset_id_of(path)
-        source = str(path)
+        path = src.path
+        img, fmt, info = open_image(src, cfg.max_image_pixels)
+        asset_id = src.content_hash
+        source = self.source_name(path)
         width, height = img.size
         mime = FORMAT_MIME.get(fmt, "image/" + fmt.lower())
-        common = self.common_meta(path, asset_id, mime, extra_info)
+        common = self.common_meta(src, asset_id, mime, extra_info)
         dpi = _dpi(info)
 
-        blob_path = self.blobs.put_file(path, asset_id)
+        blob_path = self.blobs.put_bytes(src.data, asset_id, src.suffix, kind="originals")
         thumb = self.blobs.thumbnail(img, asset_id, cfg.thumbnail_px)
         model_img = img
         if max(width, height) > cfg.model_max_side:
@@ -140,7 +149,7 @@ class ImageReader(MMReader):
             model_img.thumbnail((cfg.model_max_side, cfg.model_max_side), Image.Resampling.LANCZOS)
         # The original can be used as is when a model reads it the same way we see it.
         original_ok = (fmt in ("PNG", "JPEG") and model_img is img and info.get("n_frames", 1) == 1
-                       and not info.get("exif_transposed") and _original_mode_ok(path))
+                       and not info.get("exif_transposed") and _original_mode_ok(src))
         image_path = blob_path if original_ok else self.blobs.put_image(model_img, f"{asset_id}-model")
 
         image_meta = dict(common)
@@ -160,11 +169,17 @@ class ImageReader(MMReader):
         if self.ocr is not None:
             try:
                 result = _recognize(self.ocr, img)
+                redacted = self.redact_ocr(result)
                 meta = dict(common)
                 meta.update(dpi=dpi, thumbnail_path=thumb, blob_path=blob_path, parent_image_id=image_node.node_id)
-                nodes.extend(ocr_nodes(result, asset_id=asset_id, source=source, id_prefix=(),
-                                       chunk_tokens=cfg.chunk_size, meta=meta))
+                found = ocr_nodes(result, asset_id=asset_id, source=source, id_prefix=(),
+                                  chunk_tokens=cfg.chunk_size, meta=meta)
+                for n in found if redacted else ():
+                    mark_redacted(n)
+                nodes.extend(found)
                 image_node.metadata["orientation"] = result.orientation
+                if found:  # the picture carries what OCR read, for engines that see only content
+                    image_node.set_content("\n".join(n.text for n in found))
             except OCRError as exc:
                 self._warn(path, f"OCR failed: {exc}")
                 image_node.metadata["ocr_error"] = str(exc)
@@ -205,10 +220,10 @@ class ImageReader(MMReader):
         return nodes
 
 
-def _original_mode_ok(path: Path) -> bool:
+def _original_mode_ok(src: SourceFile) -> bool:
     """Plain RGB/L originals decode identically everywhere; alpha, palette, CMYK, 16-bit do not."""
     try:
-        with Image.open(path) as im:
+        with Image.open(src.stream()) as im:
             return im.mode in ("RGB", "L") and "transparency" not in im.info
     except Exception:
         return False
@@ -229,4 +244,65 @@ def _recognize(engine: Any, img: Image.Image):
     return result
 
 
-__all__ = ["ImageReader", "open_image", "to_rgb", "node_id"]
+class QueryImageError(UsageError):
+    """A query image (``search --image`` / ``query --image``) that cannot be used: missing, not an
+    image (a PDF, a folder), or over the decompression-bomb limit. A usage error (exit 2)."""
+
+
+def open_query_image(path: Any, ingest: Any = None) -> Image.Image:
+    """A query image, checked like an ingested one, as an upright RGB image sized for the models.
+
+    The type is sniffed from the bytes (only images are accepted), ``ingest.max_image_pixels`` is
+    checked from the header BEFORE any pixel is decoded, and the result is downscaled to
+    ``ingest.model_max_side`` (JPEGs are decoded at reduced scale directly).
+
+    Args:
+        path: the image file.
+        ingest: an `IngestConfig` (``settings.ingest``); None = the defaults.
+
+    Raises:
+        QueryImageError: missing file, folder, PDF or other non-image, bomb, corrupt image.
+    """
+    if ingest is None:
+        from ..config import IngestConfig
+
+        ingest = IngestConfig()
+    p = Path(str(path)).expanduser()
+    if p.is_dir():
+        raise QueryImageError(f"query image {p} is a directory, not an image")
+    try:
+        src = open_source(p, follow_symlinks=True, max_mb=ingest.max_file_mb)
+    except IngestError as exc:
+        raise QueryImageError(f"query image {p}: {exc.reason}") from None
+    kind = sniff_bytes(src.data[:8192], src.suffix)
+    if kind != "image":
+        what = "a PDF" if kind == "pdf" else f"{kind.mime}"
+        raise QueryImageError(f"query image {p} is {what}, not an image (PNG, JPEG, WebP, TIFF, BMP, GIF)")
+    limit = int(ingest.max_image_pixels or 0)
+    if limit:
+        Image.MAX_IMAGE_PIXELS = limit
+    side = max(1, int(ingest.model_max_side))
+    try:
+        with warnings.catch_warnings():  # the limit below is the check; no second, vaguer warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(src.stream())
+        w, h = im.size
+        if limit and w * h > limit:
+            raise QueryImageError(f"query image {p}: decompression bomb: {w}x{h} = {w * h} pixels exceeds "
+                                  f"ingest.max_image_pixels ({limit})")
+        if im.format == "JPEG" and max(w, h) > side:
+            im.draft("RGB", (side, side))  # decode at 1/2, 1/4 or 1/8 scale
+        im.load()
+        im = to_rgb(ImageOps.exif_transpose(im) or im)
+    except QueryImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise QueryImageError(f"query image {p}: decompression bomb: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, UnidentifiedImageError) as exc:
+        raise QueryImageError(f"query image {p}: truncated or corrupt image: {exc}") from None
+    if max(im.size) > side:
+        im.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return im
+
+
+__all__ = ["ImageReader", "QueryImageError", "open_image", "open_query_image", "to_rgb", "node_id"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -81,11 +82,23 @@ def sniff_bytes(head: bytes, suffix: str = "") -> FileType:
     return FileType("unknown", "application/octet-stream")
 
 
-def sniff_type(path: str | Path) -> FileType:
-    """Sniff a file's type from its first bytes. ``sniff_type(p) == "image"``; ``.mime`` is the MIME type."""
+def sniff_type(path: str | Path, follow_symlinks: bool = True) -> FileType:
+    """Sniff a file's type from its first bytes. ``sniff_type(p) == "image"``; ``.mime`` is the MIME type.
+
+    Args:
+        path: the file.
+        follow_symlinks: False opens with ``O_NOFOLLOW`` (a symbolic link raises ``OSError`` ELOOP).
+            Readers of walked files do not call this: they sniff the bytes they read (`sniff_bytes`).
+    """
     p = Path(path)
-    with open(p, "rb") as fh:
-        head = fh.read(HEAD_BYTES)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    if not follow_symlinks:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(p, flags)  # non-blocking: a FIFO named like a file must not hang the sniff
+    try:
+        head = os.read(fd, HEAD_BYTES)
+    finally:
+        os.close(fd)
     return sniff_bytes(head, p.suffix)
 
 

@@ -19,7 +19,7 @@ from llama_index.core.schema import BaseNode
 
 from ..errors import IngestError
 from ..schema import TEXT, make_text_node
-from ._common import MMReader, asset_id_of, check_file
+from ._common import MMReader, mark_redacted
 
 MARKDOWN_EXTS = {".md", ".markdown", ".mdown", ".mkd"}
 _HEADER = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -52,24 +52,25 @@ class TextReader(MMReader):
     """A .txt / .md (or any text/*) file -> ``text`` TextNodes."""
 
     def lazy_load_data(self, file: Any, extra_info: Optional[Dict[str, Any]] = None) -> Iterator[BaseNode]:  # type: ignore[override]
-        path = check_file(file)
+        src = self.source_file(file)  # bytes read through one descriptor; no symlink followed
+        path = src.path
         cfg = self.settings.ingest
-        try:
-            data = path.read_bytes()
-        except PermissionError:
-            raise IngestError(str(path), "permission denied") from None
-        text, encoding = decode_text(data, str(path))
+        text, encoding = decode_text(src.data, str(path))
         if encoding not in ("utf-8", "utf-8-sig", "ascii"):
             self._warn(path, f"not UTF-8: decoded as {encoding}")
         text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
         if not text.strip():
             raise IngestError(str(path), "no text content (only whitespace)")
-        asset_id = asset_id_of(path)
+        asset_id = src.content_hash
+        # PII goes before chunking: an IBAN or address cut by a chunk boundary would escape.
+        text, redacted = self.redact(text)
         is_md = path.suffix.lower() in MARKDOWN_EXTS or (extra_info or {}).get("mime_type") == "text/markdown"
         mime = "text/markdown" if is_md else "text/plain"
-        common = self.common_meta(path, asset_id, mime, extra_info)
-        common.update(encoding=encoding, blob_path=self.blobs.put_file(path, asset_id),
-                      producer="mmrag_li.TextReader", producer_version=_version())
+        common = self.common_meta(src, asset_id, mime, extra_info)
+        common.update(encoding=encoding, producer="mmrag_li.TextReader", producer_version=_version())
+        if not redacted:  # a verbatim copy of a file that held PII is not kept
+            common["blob_path"] = self.blobs.put_bytes(src.data, asset_id, src.suffix, kind="originals")
+        source = self.source_name(path)
         splitter = SentenceSplitter(chunk_size=cfg.chunk_size, chunk_overlap=cfg.chunk_overlap)
 
         sections = self._md_sections(text) if is_md else [(None, text)]
@@ -87,8 +88,11 @@ class TextReader(MMReader):
                 chunk_text = f"{section}\n\n{chunk}" if section else chunk
                 meta = dict(common)
                 meta.update(section=section, chunk_index=index)
-                yield make_text_node(chunk_text, asset_id=asset_id, source=str(path), modality=TEXT,
-                                     id_parts=(index,), **meta)
+                node = make_text_node(chunk_text, asset_id=asset_id, source=source, modality=TEXT,
+                                      id_parts=(index,), **meta)
+                if redacted:
+                    mark_redacted(node)
+                yield node
                 index += 1
 
     @staticmethod

@@ -9,6 +9,7 @@ import pytest
 from mmrag_li.config import Settings
 from mmrag_li.errors import IngestError
 from mmrag_li.readers import DirectoryReader
+from mmrag_li.readers.fileio import SYMLINK_REASON
 from mmrag_li.schema import file_hash
 
 GOOD = ["invoice_png", "rgba_png", "text_pdf", "scanned_pdf", "pdf_as_jpg", "markdown", "latin1_txt", "gif"]
@@ -48,7 +49,9 @@ def test_mixed_folder_good_nodes_and_every_failure(mixed_dir, files):
     for key in GOOD:
         assert file_hash(files[key]) in got_assets, key
     failures = {Path(e.path).name: e.reason for e in reader.failures}
-    assert len(reader.failures) == len(BAD)
+    # the two symbolic links (a folder loop and a file) are reported, not skipped silently
+    assert len(reader.failures) == len(BAD) + 2
+    assert failures["loop"] == failures["link_to_invoice.png"] == SYMLINK_REASON
     for key, reason in BAD.items():
         assert reason in failures[files[key].name], (key, failures[files[key].name])
     for e in reader.failures:

@@ -49,7 +49,7 @@ def test_invoice_image_ocr_and_caption_nodes(reader, files):
     mods = by_modality(nodes)
     assert set(mods) == {"image", "ocr", "caption"}
     img_node, ocr_node, cap_node = mods["image"][0], mods["ocr"][0], mods["caption"][0]
-    assert isinstance(img_node, ImageNode) and img_node.text == ""
+    assert isinstance(img_node, ImageNode) and img_node.text == ocr_node.text  # content = what OCR read
     assert isinstance(ocr_node, TextNode) and isinstance(cap_node, TextNode)
     assert {n.metadata["asset_id"] for n in nodes} == {file_hash(path)}
     assert len({n.node_id for n in nodes}) == len(nodes)

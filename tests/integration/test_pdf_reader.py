@@ -57,8 +57,9 @@ def test_text_layer_chunks_with_page_numbers(text_pdf_nodes, files):
 def test_page_images(text_pdf_nodes):
     pages = by_modality(text_pdf_nodes)["page"]
     assert [p.metadata["page"] for p in pages] == [1, 2]
+    assert "INVOICE 4711" in pages[0].text and "rocket lifts off" in pages[1].text
     for p in pages:
-        assert isinstance(p, ImageNode) and p.text == ""
+        assert isinstance(p, ImageNode) and p.text  # its content is the page's text layer (issue 11)
         m = p.metadata
         assert m["dpi"] == 110 and m["bbox_units"] == "px"
         img = Image.open(p.image_path)

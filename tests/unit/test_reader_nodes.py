@@ -8,7 +8,7 @@ from mmrag_li.config import Settings
 from mmrag_li.enrich.ocr import clip_box, rotate_cw, split_line_into_words, unrotate_box
 from mmrag_li.enrich.types import OCRResult, OCRWord
 from mmrag_li.readers import TextReader
-from mmrag_li.readers._common import ocr_nodes
+from mmrag_li.readers import ocr_nodes
 from mmrag_li.readers.text import decode_text
 from mmrag_li.schema import EMBED_EXCLUDED_KEYS, file_hash
 
@@ -126,6 +126,6 @@ def test_decode_utf8_bom_and_legacy():
     ("a,b", 1, True),        # after a comma between words
 ])
 def test_space_recovery_rules(chars, i, ok):
-    from mmrag_li.enrich.ocr import _space_allowed
+    from mmrag_li.enrich.ocr import space_allowed
 
-    assert _space_allowed(list(chars), i) is ok
+    assert space_allowed(list(chars), i) is ok
