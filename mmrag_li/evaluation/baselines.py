@@ -12,6 +12,8 @@
   assets by first occurrence. Image queries use its ``image_to_image_retrieve``.
 
 Both return ranked ``(asset_id, page)`` lists so the harness scores them like any retriever.
+Both read the stores only through the tenant guard (``mmrag_li.guard.guarded_stores_of(rag)``):
+with ``retrieval.allowed_collections`` set they never index, embed or rank a hidden asset.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from llama_index.core.schema import MetadataMode, NodeWithScore
+
+from mmrag_li.guard import CollectionGuard, guarded_stores_of
 
 Unit = Tuple[str, Optional[int]]  # (asset_id, page)
 
@@ -53,7 +57,13 @@ def collapse_in_order(hits: Sequence[NodeWithScore]) -> List[Unit]:
 
 
 class SeedBaseline:
-    """One image-text model for everything, flat inner product, RRF k=60 (see module docstring)."""
+    """One image-text model for everything, flat inner product, RRF k=60 (see module docstring).
+
+    Args:
+        rag: the pipeline (``clip_embed``, and its stores read through its tenant guard).
+        rrf_k: the RRF constant.
+        per_list_k: assets kept per list before fusion.
+    """
 
     name = "seed_one_model"
     LISTS = ("image", "caption", "ocr")
@@ -64,9 +74,9 @@ class SeedBaseline:
         self.per_list_k = per_list_k
         self._mats: Dict[str, np.ndarray] = {}
         self._units: Dict[str, List[Unit]] = {}
-        stores = rag.stores
+        stores = guarded_stores_of(rag)
         # Images: the vectors already stored (written by the same image encoder).
-        vecs, units = self._image_rows(stores)
+        vecs, units = self._image_rows(stores, stores.guard)
         self._mats["image"], self._units["image"] = vecs, units
         # Caption / OCR / document text: re-embedded with the image model's text side.
         for lst, collections in (("caption", ("caption",)), ("ocr", ("ocr", "text"))):
@@ -78,15 +88,20 @@ class SeedBaseline:
             self._units[lst] = [_asset_page(n) for n in nodes]
 
     @staticmethod
-    def _image_rows(stores: Any) -> Tuple[np.ndarray, List[Unit]]:
+    def _image_rows(stores: Any, guard: CollectionGuard) -> Tuple[np.ndarray, List[Unit]]:
         vs = stores.vector_store("image")
+        vs = getattr(vs, "wrapped", vs)  # the raw table: the guard is applied to its rows below
         tbl = vs.lance_table() if hasattr(vs, "lance_table") else None
-        if tbl is None:
+        if tbl is None or guard.denies_all:
             return np.zeros((0, 1), dtype=np.float32), []
         data = tbl.to_arrow().select(["vector", "metadata"])
-        vecs = np.asarray(data.column("vector").to_pylist(), dtype=np.float32)
         metas = data.column("metadata").to_pylist()
-        return _unit_rows(vecs), [(m.get("asset_id"), m.get("page")) for m in metas]
+        keep = [i for i, m in enumerate(metas) if guard.allows(m or {})]
+        if not keep:
+            return np.zeros((0, 1), dtype=np.float32), []
+        vectors = data.column("vector").to_pylist()
+        vecs = np.asarray([vectors[i] for i in keep], dtype=np.float32)
+        return _unit_rows(vecs), [(metas[i].get("asset_id"), metas[i].get("page")) for i in keep]
 
     def _search(self, lst: str, q: np.ndarray) -> List[Unit]:
         mat = self._mats[lst]
@@ -104,6 +119,13 @@ class SeedBaseline:
         return list(best.items())
 
     def retrieve(self, query: str, image_path: Optional[str] = None, k: int = 10) -> List[Unit]:
+        """Top ``k`` visible ``(asset_id, page)`` for a text ``query`` or a query image.
+
+        Args:
+            query: the query text.
+            image_path: a query image (searched with the image side instead of the text).
+            k: result size.
+        """
         if image_path:
             q = np.asarray(self.clip.get_image_embedding(image_path), dtype=np.float32)
         elif query.strip():
@@ -121,24 +143,41 @@ class SeedBaseline:
 
 
 class LlamaIndexDefaultBaseline:
-    """Stock ``MultiModalVectorStoreIndex.as_retriever`` over one text collection + images."""
+    """Stock ``MultiModalVectorStoreIndex.as_retriever`` over one text collection + images, built on
+    the guarded stores (its vector stores are ``GuardedVectorStore`` s when a guard restricts).
+
+    Args:
+        rag: the pipeline (``text_embed``, ``clip_embed``, its stores through its tenant guard).
+        text_collection: the text collection the index searches ("text" or "ocr").
+    """
 
     def __init__(self, rag: Any, text_collection: str = "text"):
         from mmrag_li.stores import build_multimodal_index
 
         self.name = "llamaindex_mm_index" + ("" if text_collection == "text" else f"_{text_collection}")
-        self.index = build_multimodal_index(rag.stores, text_collection, embed_model=rag.text_embed,
+        self.stores = guarded_stores_of(rag)
+        self.index = build_multimodal_index(self.stores, text_collection, embed_model=rag.text_embed,
                                             image_embed_model=rag.clip_embed)
 
     def retrieve(self, query: str, image_path: Optional[str] = None, k: int = 10) -> List[Unit]:
-        retriever = self.index.as_retriever(similarity_top_k=k, image_similarity_top_k=k)
+        """Top ``k`` visible ``(asset_id, page)`` from the stock index (text, or image->image).
+
+        Args:
+            query: the query text.
+            image_path: a query image (``image_to_image_retrieve``).
+            k: result size (text and image top-k each).
+        """
+        retriever = self.index.as_retriever(similarity_top_k=k, image_similarity_top_k=k,
+                                            filters=self.stores.guard.filters())
+        if self.stores.guard.denies_all:
+            return []
         if image_path:
             hits = retriever.image_to_image_retrieve(image_path)
         elif query.strip():
             hits = retriever.retrieve(query)  # a fresh string each call: no shared QueryBundle
         else:
             return []
-        return collapse_in_order(hits)[:k]
+        return collapse_in_order(self.stores.guard.keep(hits))[:k]
 
 
 def _unit_rows(mat: np.ndarray) -> np.ndarray:

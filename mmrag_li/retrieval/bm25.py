@@ -2,7 +2,8 @@
 
 Vector search blurs identifiers: "invoice 4711" must find the page that literally says 4711.
 The index is rebuilt in memory from the stores when their contents change (cheap: ~1 s per
-100k short chunks), so it never disagrees with what is stored.
+100k short chunks), so it never disagrees with what is stored. It is built per tenant scope
+(the collections a caller may see, :class:`BM25Cache`), so scores never depend on hidden documents.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from collections import OrderedDict
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 import bm25s
 
@@ -18,6 +20,9 @@ import bm25s
 logging.getLogger("bm25s").setLevel(logging.NOTSET)
 import numpy as np
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore
+
+from mmrag_li.errors import MMRAGError
+from mmrag_li.guard.scope import CollectionGuard
 
 # Keep 1-char tokens out; underscores split tokens (file names like invoice_4711.png).
 TOKEN_PATTERN = r"(?u)[^\W_]{2,}"
@@ -29,6 +34,11 @@ _NUM_SEP = re.compile(r"(?<=\d)[,.'’](?=\d{3}\b)")  # 1,939.00 -> 1939.00
 
 
 def normalise_text(text: str) -> str:
+    """Drop thousands separators so "1,939.00" and "1939.00" are one token.
+
+    Args:
+        text: the text to normalise.
+    """
     return _NUM_SEP.sub("", text)
 
 
@@ -39,6 +49,13 @@ def _pairs(text: str) -> set:
 
 
 class BM25Index:
+    """An in-memory BM25 index over the text of ``nodes`` (empty-text nodes are left out), with a
+    phrase bonus for query word pairs found in order, more so in the first words (a heading).
+
+    Args:
+        nodes: the nodes to index.
+    """
+
     def __init__(self, nodes: Iterable[BaseNode]):
         self.nodes: List[BaseNode] = [n for n in nodes if n.get_content(MetadataMode.NONE).strip()]
         self._bm25: Optional[bm25s.BM25] = None
@@ -53,6 +70,14 @@ class BM25Index:
 
     def search(self, query: str, k: int, predicate: Optional[Callable[[BaseNode], bool]] = None
                ) -> List[NodeWithScore]:
+        """Top-``k`` nodes for ``query`` (BM25 score with the phrase bonus), best first; only
+        positive scores.
+
+        Args:
+            query: the query text.
+            k: result size.
+            predicate: keeps only nodes for which it is true (filters); None keeps all.
+        """
         if self._bm25 is None or not query.strip():
             return []
         q = bm25s.tokenize([normalise_text(query)], token_pattern=TOKEN_PATTERN, stopwords="en",
@@ -81,65 +106,163 @@ class BM25Index:
 
 
 class BM25Cache:
-    """Rebuilds the BM25 index only when the stores' change signature moves."""
+    """BM25 indexes of the stores' text, one per tenant scope, rebuilt when the stores' change
+    signature moves.
 
-    def __init__(self, load_nodes: Callable[[], Iterable[BaseNode]], signature: Callable[[], Tuple]):
+    Each scope (a set of allowed collections, or None for everything) gets an index built over the
+    nodes of that scope only, so document frequencies, average length and therefore every score a
+    tenant sees depend on that tenant's documents alone: words that exist only in another
+    collection cannot move a visible hit's score (no side channel through BM25 statistics).
+
+    Args:
+        load_nodes: returns the nodes to index (all scopes; each scope keeps its own collections).
+        signature: returns a value that changes whenever those nodes may have changed.
+        max_scopes: how many scopes' indexes are kept (least recently used ones are dropped).
+    """
+
+    def __init__(self, load_nodes: Callable[[], Iterable[BaseNode]], signature: Callable[[], Tuple],
+                 max_scopes: int = 8):
         self._load = load_nodes
         self._signature = signature
-        self._index: Optional[BM25Index] = None
-        self._sig: Optional[Tuple] = None
+        self._max = max(1, int(max_scopes))
+        self._indexes: "OrderedDict[Optional[FrozenSet[str]], Tuple[Tuple, BM25Index]]" = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
     def for_stores(cls, stores, collections: Iterable[str]) -> "BM25Cache":
-        """An index over the text of ``collections``, rebuilt when ``stores.signature()`` changes."""
+        """Indexes over the text of ``collections``, rebuilt when ``stores.signature()`` changes.
+
+        Args:
+            stores: a ``ModalityStores`` or a ``GuardedStores`` (``all_nodes(collection)`` and
+                ``signature()``); a guarded view indexes only what its guard allows.
+            collections: the collections whose nodes are indexed.
+        """
         collections = tuple(collections)
         return cls(lambda: [n for c in collections for n in stores.all_nodes(c)], stores.signature)
 
-    def get(self) -> BM25Index:
+    def get(self, scope: Any = None) -> BM25Index:
+        """The current index of ``scope``, rebuilt first if the signature moved since its build.
+
+        Args:
+            scope: the collections the index may hold: a ``CollectionGuard``, an iterable of names
+                (``[]`` = an empty index), or None for every node ``load_nodes`` returns.
+        """
+        guard = CollectionGuard.from_config(scope)
+        key = guard.scope
         sig = self._signature()
         with self._lock:
-            if self._index is None or sig != self._sig:
-                self._index = BM25Index(self._load())
-                self._sig = sig
-            return self._index
+            entry = self._indexes.get(key)
+            if entry is None or entry[0] != sig:
+                nodes = [] if guard.denies_all else guard.keep(self._load())
+                entry = (sig, BM25Index(nodes))
+                self._indexes[key] = entry
+            self._indexes.move_to_end(key)
+            while len(self._indexes) > self._max:
+                self._indexes.popitem(last=False)
+            return entry[1]
 
 
-def matches_filters(meta: Dict, filters) -> bool:
-    """Evaluate LlamaIndex ``MetadataFilters`` against a node's metadata (for BM25 hits)."""
-    if filters is None or not getattr(filters, "filters", None):
-        return True
-    results = []
-    for f in filters.filters:
-        if hasattr(f, "filters"):  # nested MetadataFilters
-            results.append(matches_filters(meta, f))
-            continue
-        value = meta.get(f.key)
-        op = getattr(f.operator, "value", f.operator)
-        target = f.value
+class UnsupportedFilterError(MMRAGError, ValueError):
+    """A metadata filter uses an operator or condition the in-memory matcher does not know."""
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, (list, tuple, set)) and not value)
+
+
+def _as_list(value: Any) -> List[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple, set)) else [value]
+
+
+def _text_match(value: Any, target: Any, fold: bool) -> bool:
+    v, t = str(value), str(target)
+    return (t.lower() in v.lower()) if fold else (t in v)
+
+
+# LlamaIndex ``FilterOperator`` semantics (as in llama_index.core.vector_stores.utils), on flat
+# metadata: a missing value matches only "!=" and "nin"; array operators treat a scalar as [scalar].
+_OPS: Dict[str, Callable[[Any, Any], bool]] = {
+    "==": lambda v, t: v == t,
+    "!=": lambda v, t: v != t,
+    ">": lambda v, t: v > t,
+    ">=": lambda v, t: v >= t,
+    "<": lambda v, t: v < t,
+    "<=": lambda v, t: v <= t,
+    "in": lambda v, t: v in _as_list(t),
+    "nin": lambda v, t: v not in _as_list(t),
+    "any": lambda v, t: any(x in _as_list(v) for x in _as_list(t)),
+    "all": lambda v, t: all(x in _as_list(v) for x in _as_list(t)),
+    "contains": lambda v, t: t in _as_list(v),
+    "text_match": lambda v, t: _text_match(v, t, fold=False),
+    "text_match_insensitive": lambda v, t: _text_match(v, t, fold=True),
+}
+_MISSING_MATCHES = ("!=", "nin")
+_CONDITIONS = ("and", "or", "not")
+
+Matcher = Callable[[Dict], bool]
+
+
+def _compile_one(f: Any) -> Matcher:
+    op = getattr(f.operator, "value", f.operator)
+    key, target = f.key, f.value
+    if op == "is_empty":
+        return lambda meta: _is_empty(meta.get(key))
+    fn = _OPS.get(op)
+    if fn is None:
+        raise UnsupportedFilterError(
+            f"metadata filter on {key!r}: operator {op!r} is not supported for keyword (BM25) retrieval; "
+            f"use one of {', '.join(list(_OPS) + ['is_empty'])}")
+
+    def match(meta: Dict) -> bool:
+        value = meta.get(key)
+        if value is None:
+            return op in _MISSING_MATCHES
         try:
-            if op == "==":
-                ok = value == target
-            elif op == "!=":
-                ok = value != target
-            elif op == "in":
-                ok = value in (target or [])
-            elif op == "nin":
-                ok = value not in (target or [])
-            elif op == ">":
-                ok = value is not None and value > target
-            elif op == ">=":
-                ok = value is not None and value >= target
-            elif op == "<":
-                ok = value is not None and value < target
-            elif op == "<=":
-                ok = value is not None and value <= target
-            elif op == "text_match":
-                ok = value is not None and str(target) in str(value)
-            else:
-                ok = True
-        except TypeError:
-            ok = False
-        results.append(ok)
-    cond = getattr(getattr(filters, "condition", None), "value", "and")
-    return any(results) if cond == "or" else all(results)
+            return bool(fn(value, target))
+        except TypeError:  # e.g. a number compared with a string: no match
+            return False
+
+    return match
+
+
+def compile_filters(filters: Any) -> Matcher:
+    """Turn LlamaIndex ``MetadataFilters`` into a predicate over a node's metadata dict.
+
+    Validates the whole filter tree first, so an unknown operator or condition fails before any
+    node is looked at, even on an empty index.
+
+    Args:
+        filters: ``MetadataFilters`` (nested ones allowed) or None (matches everything).
+
+    Raises:
+        UnsupportedFilterError: an operator or condition outside LlamaIndex's ``FilterOperator`` /
+            ``FilterCondition`` (the matcher never treats what it does not understand as a match).
+    """
+    if filters is None or not getattr(filters, "filters", None):
+        return lambda meta: True
+    parts = [compile_filters(f) if hasattr(f, "filters") else _compile_one(f) for f in filters.filters]
+    cond = getattr(filters, "condition", None)
+    cond = getattr(cond, "value", cond) or "and"
+    if cond not in _CONDITIONS:
+        raise UnsupportedFilterError(f"metadata filter condition {cond!r} is not supported "
+                                     f"(use one of {', '.join(_CONDITIONS)})")
+    if cond == "or":
+        return lambda meta: any(p(meta) for p in parts)
+    if cond == "not":  # LlamaIndex: match when none of the filters match
+        return lambda meta: not any(p(meta) for p in parts)
+    return lambda meta: all(p(meta) for p in parts)
+
+
+def matches_filters(meta: Dict, filters: Any) -> bool:
+    """Evaluate LlamaIndex ``MetadataFilters`` against a node's metadata (for BM25 hits).
+
+    Args:
+        meta: the node's metadata.
+        filters: ``MetadataFilters`` or None.
+
+    Raises:
+        UnsupportedFilterError: see :func:`compile_filters`.
+    """
+    return compile_filters(filters)(meta)

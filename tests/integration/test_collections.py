@@ -86,9 +86,9 @@ def test_answers_never_reveal_private_evidence(tenants):
     rag, _, _ = tenants
     question = f"What does the code {SECRET} belong to? Which salary review?"
     retriever = rag.as_retriever(allowed_collections=["public"], min_scores=NO_FLOOR)
-    from mmrag_li.generation.query_engine import CitationQueryEngine
+    from mmrag_li.generation.query_engine import VerifiedCitationQueryEngine
 
-    extractive = CitationQueryEngine.from_defaults(retriever, settings=rag.settings)
+    extractive = VerifiedCitationQueryEngine.from_defaults(retriever, settings=rag.settings)
     resp = extractive.query(question)
     assert "salary review" not in str(resp.response).lower()
     assert all(n.node.metadata["collection"] == "public" for n in resp.source_nodes)
@@ -102,7 +102,7 @@ def test_answers_never_reveal_private_evidence(tenants):
 
         llm = build_llm(LLMConfig(backend="openai_like", model="fake-vlm"), base_url=srv.base_url,
                         max_retries=0, timeout=30)
-        engine = CitationQueryEngine.from_defaults(retriever, settings=rag.settings, llm=llm)
+        engine = VerifiedCitationQueryEngine.from_defaults(retriever, settings=rag.settings, llm=llm)
         resp = engine.query(question)
         sent = json.dumps(srv.requests)
     assert srv.requests and "office opens at nine" in sent.lower()  # public evidence was sent ...
@@ -129,9 +129,10 @@ async def test_query_engine_drops_evidence_outside_allowed_collections(tenants):
     rag, _, priv = tenants
     private_nodes = rag.stores.get_asset_nodes(rag.manifest.get(str((priv / "salaries.md").resolve())).asset_id)
     assert private_nodes
-    from mmrag_li.generation.query_engine import CitationQueryEngine
+    from mmrag_li.generation.query_engine import VerifiedCitationQueryEngine
 
-    engine = CitationQueryEngine(LeakyRetriever([NodeWithScore(node=n, score=1.0) for n in private_nodes], ["public"]))
+    leaky = LeakyRetriever([NodeWithScore(node=n, score=1.0) for n in private_nodes], ["public"])
+    engine = VerifiedCitationQueryEngine(leaky)
     for resp in (engine.query(QueryBundle(f"What is {SECRET}?")), await engine.aquery(QueryBundle(f"What is {SECRET}?"))):
         assert SECRET not in str(resp.response) and resp.source_nodes == []
         assert resp.metadata["evidence"] == []

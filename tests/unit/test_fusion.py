@@ -121,3 +121,34 @@ def test_bm25_prefers_the_phrase_as_a_heading_over_a_mention():
     hits = BM25Index([mention, heading]).search("invoice 4711", 2)  # same words: raw BM25 ties
     assert [h.node.node_id for h in hits] == ["heading", "mention"]
     assert hits[0].score > hits[1].score
+
+
+# ---- page-level hits and 0-1 scores (issue 11) ------------------------------------------------------
+def test_group_by_page_makes_each_page_its_own_hit_and_asset_collapses_them():
+    from mmrag_li.retrieval.hits import hit_key
+
+    hits = [nws("pdf", 0.9, "p3", page=3), nws("pdf", 0.8, "p1", page=1), nws("img", 0.7, "i")]
+    by_page = rank_assets(hits, "page")
+    assert [k for k, _s, _h in by_page] == ["pdf#p3", "pdf#p1", "img"]
+    assert [k for k, _s, _h in rank_assets(hits, "asset")] == ["pdf", "img"]
+    assert rank_assets(hits) == rank_assets(hits, "asset")  # the default keeps asset ids
+    assert hit_key(hits[2].node, "page") == "img"  # unpaged: the asset either way
+    with pytest.raises(ValueError):
+        hit_key(hits[0].node, "chapter")
+
+
+def test_fused_scores_are_scaled_to_0_1_by_the_best_achievable():
+    from mmrag_li.retrieval.fusion import fused_max, scale_scores
+    from mmrag_li.retrieval.hits import AssetHit
+
+    assert fused_max(["a", "b"], "rrf", 60) == pytest.approx(2 / 61)
+    assert fused_max(["a", "b"], "rrf", 60, {"b": 5.0}) == pytest.approx(6 / 61)
+    assert fused_max(["a", "b"], "weighted", weights={"a": 2.0}) == pytest.approx(3.0)
+    top = AssetHit("x", "", None, 2 / 61, ranks={"a": 1, "b": 1})
+    second = AssetHit("y", "", 2, 1 / 62, ranks={"b": 2})
+    reranked = AssetHit("z", "", None, 2 / 61 * 2, ranks={"a": 3, "rerank": 1})  # above its ceiling
+    scale_scores([top, second, reranked], 2 / 61, rerank_top=None)
+    assert top.score == pytest.approx(1.0) and top.raw_score == pytest.approx(2 / 61)
+    assert second.score == pytest.approx((1 / 62) / (2 / 61)) and second.why == "b rank 2"
+    assert reranked.score <= second.score  # clipped: never above the hit before it
+    assert top.to_dict()["why"] == "a rank 1, b rank 1" and top.to_dict()["raw_score"] == pytest.approx(2 / 61, 1e-5)
