@@ -22,7 +22,6 @@ the report (default ``text`` / ``image``); ``answer`` turns on the end-to-end an
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
@@ -32,19 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from mmrag_li.errors import UsageError
 from mmrag_li.evaluation.metrics import mean_metrics, metric_names, query_metrics, recall_curve
 
 log = logging.getLogger("mmrag_li.eval")
 
 SINGLE_RETRIEVERS = ("image", "caption", "ocr", "text", "bm25", "image2image")
 ABLATIONS = ("captions", "ocr", "tiling", "rerank")
-EXIT_OK, EXIT_FATAL, EXIT_USAGE = 0, 1, 2
 
 Unit = Tuple[str, Optional[int]]  # (asset_id, page)
 
 
-class EvalUsageError(ValueError):
-    """Bad queries file or arguments (exit code 2)."""
+class EvalUsageError(UsageError, ValueError):
+    """Bad queries file or arguments (``mmrag eval`` turns it into exit code 2); a ValueError too,
+    for callers that caught it as one."""
 
 
 @dataclass
@@ -138,6 +138,7 @@ def load_queries(path: str | Path, corpus: Optional[str | Path] = None) -> List[
 def resolve_relevant(rag: Any, queries: Sequence[EvalQuery], corpus: Optional[str | Path]) -> None:
     """Map ``relevant`` paths (relative to the corpus) or asset ids to labels."""
     base = Path(corpus) if corpus else Path(".")
+    manifest = getattr(rag, "guarded_manifest", None) or rag.manifest  # the tenant guard's rows only
     for q in queries:
         q.relevant, q.unresolved = [], []
         for raw in q.relevant_raw:
@@ -147,9 +148,9 @@ def resolve_relevant(rag: Any, queries: Sequence[EvalQuery], corpus: Optional[st
             asset = None
             cand = Path(ref) if Path(ref).is_absolute() else base / ref
             if cand.exists():
-                rec = rag.manifest.get(str(cand.resolve()))
+                rec = manifest.get(str(cand.resolve()))
                 asset = rec.asset_id if rec and rec.status == "done" else None
-            elif rag.manifest.by_asset(ref):
+            elif manifest.by_asset(ref):
                 asset = ref
             if asset is None:
                 q.unresolved.append(raw)
@@ -160,20 +161,33 @@ def resolve_relevant(rag: Any, queries: Sequence[EvalQuery], corpus: Optional[st
 
 
 def labels_for(units: Sequence[Unit], relevant: Sequence[str]) -> List[str]:
-    """Ranked (asset, page) units -> labels comparable with the query's relevant labels."""
+    """Ranked (asset, page) units -> labels comparable with the query's relevant labels (``asset#pN``
+    when that page is relevant, else the asset, once: a later page of a listed asset keeps its page label).
+
+    Args:
+        units: ranked ``(asset_id, page)`` pairs.
+        relevant: the query's labels (``asset`` or ``asset#pN``).
+    """
     rel = set(relevant)
-    out = []
+    out: List[str] = []
+    seen = set()
     for aid, page in units:
         page_label = f"{aid}#p{page}"
-        out.append(page_label if page_label in rel else aid)
+        out.append(page_label if page_label in rel or aid in seen else aid)
+        seen.add(aid)
     return out
 
 
-def collapse(hits: Sequence[Any]) -> List[Unit]:
-    """Node hits -> assets ranked by their best node (the same rule fusion uses)."""
-    from mmrag_li.retrieval.fusion import rank_assets
+def collapse(hits: Sequence[Any], group_by: str = "page") -> List[Unit]:
+    """Node hits -> (asset, page) units ranked by their best node (the same rule fusion uses).
 
-    return [(aid, h.node.metadata.get("page")) for aid, _s, h in rank_assets(hits)]
+    Args:
+        hits: one retriever's node hits.
+        group_by: "page" or "asset" (``retrieval.group_by``).
+    """
+    from mmrag_li.retrieval.hits import asset_of, rank_assets
+
+    return [(asset_of(h.node), h.node.metadata.get("page")) for _k, _s, h in rank_assets(hits, group_by)]
 
 
 # ---- the evaluation --------------------------------------------------------------------------------
@@ -260,7 +274,7 @@ class Evaluator:
         timings: Dict[str, float] = {}
         per = self._run(names, query_str, q.image, timings=timings)
         for n in names:
-            rec["ranks"][n] = self._score(n, q, collapse(per[n]))["rank"]
+            rec["ranks"][n] = self._score(n, q, collapse(per[n], self.cfg.group_by))["rank"]
         t = time.perf_counter()
         fused_units = self._fuse(per, query_str)
         timings["fusion"] = time.perf_counter() - t
@@ -324,12 +338,15 @@ class Evaluator:
             self.answer_rows.append(row)
             return row
         meta = resp.metadata or {}
-        cited = list(meta.get("citations") or [])
+        cited = list(dict.fromkeys(c.get("asset_id") if isinstance(c, dict) else c  # objects since issue 11
+                                   for c in meta.get("citations") or []))
 
         def asset_text(aid: str) -> str:
             from llama_index.core.schema import MetadataMode
 
-            return "\n".join(n.get_content(MetadataMode.NONE) for n in self.rag.stores.get_asset_nodes(aid))
+            from mmrag_li.guard import guarded_stores_of  # the tenant guard: hidden assets have no text
+
+            return "\n".join(n.get_content(MetadataMode.NONE) for n in guarded_stores_of(self.rag).get_asset_nodes(aid))
 
         row = {"id": q.qid, "type": q.qtype, "question": q.text, "expected": q.answer,
                **check_answer(str(resp.response), q.answer or "", cited, asset_text, q.relevant_assets),
@@ -430,7 +447,24 @@ def build_report(ev: Evaluator, queries: Sequence[EvalQuery], skipped: Sequence[
 def evaluate(rag: Any, queries_path: str | Path, corpus: Optional[str | Path] = None, ks: str | Sequence[int] = "1,5,10",
              ablate: str | Sequence[str] | None = None, baselines: bool = False, answers: bool = True,
              ingest: bool = True, progress: bool = True) -> Dict[str, Any]:
-    """Library form of ``mmrag eval``: returns the report dict (see :func:`build_report`)."""
+    """Evaluate retrieval (and answers) of ``rag`` on a queries file; returns the report dict
+    (see :func:`build_report`). ``mmrag eval`` is a thin wrapper around it (in ``mmrag_li.cli``).
+
+    Args:
+        rag: an open ``MultiModalRAG`` (or anything with its ``ingest``/``as_retriever``/
+            ``manifest``/``query``/``store_dir``).
+        queries_path: the JSON-lines queries file (see the module docstring).
+        corpus: folder the ``relevant`` paths are relative to; ingested first when ``ingest``.
+        ks: cut-offs, ``"1,5,10"`` or a sequence of ints (each >= 1).
+        ablate: parts to switch off one at a time: captions, ocr, tiling, rerank (or ``all``).
+        baselines: also run the baseline pipelines.
+        answers: run the answer check for queries with an ``answer``.
+        ingest: ingest ``corpus`` before evaluating (incremental).
+        progress: show progress bars on stderr.
+
+    Raises:
+        EvalUsageError: a malformed queries file or argument.
+    """
     t0 = time.perf_counter()
     ks_l = parse_ks(ks)
     abl = parse_ablations(ablate)
@@ -459,37 +493,3 @@ def evaluate(rag: Any, queries_path: str | Path, corpus: Optional[str | Path] = 
     extra["seconds"] = round(time.perf_counter() - t0, 2)
     extra["unresolved"] = {q.qid: q.unresolved for q in queries if q.unresolved}
     return build_report(ev, usable, skipped, extra)
-
-
-def run_eval_cli(args: argparse.Namespace) -> int:
-    """``mmrag eval``: print (Markdown) or emit (JSON) the report; write it to ``--out``."""
-    from mmrag_li import cli as _cli
-    from mmrag_li.evaluation.report import render_markdown, write_outputs
-
-    try:
-        ks = parse_ks(getattr(args, "k", "1,5,10") or "1,5,10")
-        abl = parse_ablations(getattr(args, "ablate", "") or "")
-        if not Path(args.queries).is_file():
-            raise EvalUsageError(f"queries file not found: {args.queries}")
-        if getattr(args, "corpus", None) and not Path(args.corpus).is_dir():
-            raise EvalUsageError(f"--corpus is not a folder: {args.corpus}")
-    except EvalUsageError as exc:
-        print(f"mmrag eval: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    rag = _cli._rag(args)
-    try:
-        try:
-            report = evaluate(rag, args.queries, getattr(args, "corpus", None), ks, abl,
-                              baselines=bool(getattr(args, "baselines", False)), progress=True)
-        except EvalUsageError as exc:
-            print(f"mmrag eval: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        md = render_markdown(report)
-        if getattr(args, "out", None):
-            written = write_outputs(report, md, args.out)
-            report["written"] = written
-            print("mmrag eval: wrote " + ", ".join(written), file=sys.stderr)
-        _cli._emit(args, report, md)
-    finally:
-        rag.close()
-    return EXIT_OK

@@ -15,9 +15,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from mmrag_li.cli import main
-
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "examples" / "data"
+from tests.e2e.conftest import EXAMPLES
 
 
 def run_cli(capsys, *args):
@@ -27,15 +25,9 @@ def run_cli(capsys, *args):
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    data = root / "data"
-    shutil.copytree(EXAMPLES, data)
-    store = root / "store"
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, "-m", "mmrag_li.cli", "ingest", str(data), "--store", str(store), "--json"],
-                          capture_output=True, text=True, env=env, timeout=600)
-    return root, data, store, proc
+def corpus(ingested):
+    """The session store (tests/e2e/conftest.py): examples/data ingested by a real subprocess."""
+    return ingested.root, ingested.data, ingested.store, ingested.proc
 
 
 def test_ingest_json_is_the_only_stdout_and_counts_nodes(corpus):
@@ -132,7 +124,7 @@ def test_stats_and_delete(corpus, capsys, tmp_path):
     copy = tmp_path / "store"
     shutil.copytree(store, copy)
     code, info = run_cli(capsys, "inspect", str(data / "coffee_cup.jpg"), "--store", str(copy), "--json")
-    code, out = run_cli(capsys, "delete", info["asset_id"], "--store", str(copy), "--json")
+    code, out = run_cli(capsys, "delete", info["asset_id"], "--store", str(copy), "--json", "--yes")
     assert code == 0 and out["deleted_nodes"] == len(info["nodes"])
     code, stats2 = run_cli(capsys, "stats", "--store", str(copy), "--json")
     assert stats2["assets"] == stats["assets"] - 1
