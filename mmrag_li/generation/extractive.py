@@ -1,27 +1,50 @@
-"""The offline answerer: quote the evidence sentences most related to the question.
+"""The offline answerer: quote the ONE evidence line or row that answers the question.
 
 No generative model ships inside a package on this project's offline default path, so the
 default "LLM" is extractive: it never writes a claim of its own, it quotes evidence verbatim
-(caption sentences, OCR lines, text sentences) with their ids, e.g.::
+with its id, e.g.::
 
-    Extractive answer (no generative model configured): "Total 1,939.00" [E1]
+    Extractive answer (no generative model configured): "Invoice Number: 42183017" [E1]
 
-and answers exactly "I don't know" when nothing is related enough. Candidates are scored with
-the packaged all-MiniLM-L6-v2 sentence model when it loads (cosine, mixed with an IDF-weighted
-term overlap), else with the term overlap alone. Questions that ask for an amount or a date favour
-candidates that contain one. Quotes are exact substrings of the cited item, so the answer passes
-`verify_answer`.
+and answers exactly "I don't know" when no evidence line qualifies. How it picks (see `focus`):
+
+1. The question's entity (the issuer after "from", an id such as "invoice 4711", a quoted or
+   capitalised name) restricts the evidence to the items that mention it; when the question
+   names one and no item does, the answer is "I don't know" (another issuer's invoice is not
+   an answer).
+2. A question for a document field ("invoice number" -> an identifier, "total amount due" -> an
+   amount, "when/date" -> a date, "who/which company" -> a name) is answered with the best
+   label -> value row of that field (`rows.field_rows`): exact labels ("Invoice Number",
+   "Grand Total", "Rechnungsnr.") before loose ones ("#", "Total"), labels of neighbouring
+   fields ("Order ID", "Total HT", "Kundennr.") never; ties go to the better-ranked item.
+   No row with a value of the asked kind -> "I don't know".
+3. Other questions: candidates (caption sentences, OCR lines, text sentences) are scored with
+   the packaged all-MiniLM-L6-v2 sentence model when it loads (cosine, mixed with an
+   IDF-weighted term overlap), else with the term overlap alone; a question asking for a count,
+   amount or date keeps only candidates holding one. Open questions may quote up to
+   ``max_quotes`` lines.
+
+Lines that read like instructions ("ignore previous instructions") are never quoted. Quotes are
+substrings of the cited item (whitespace aside), so the answer passes `verify_answer`.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
 
 from mmrag_li.generation import _text
+from mmrag_li.generation.answer_guard import is_instruction_like
 from mmrag_li.generation.evidence import EvidenceItem, neutralize
+from mmrag_li.generation.focus import (
+    QuestionFocus,
+    analyze_question,
+    mentions_entity,
+    typed_values,
+)
 from mmrag_li.generation.prompts import EXTRACTIVE_PREFIX, I_DONT_KNOW
+from mmrag_li.generation.rows import Row, field_rows
 
 _AMOUNT_Q = re.compile(r"\b(how much|total|amount|price|cost|sum|pay|paid|payable|due|balance|fee|charge|"
                        r"vat|tax|net|gross|spend|spent|owe)\b", re.IGNORECASE)
@@ -39,13 +62,44 @@ _DATE_RE = re.compile(
 
 @dataclass
 class Candidate:
+    """One quotable piece of evidence and its scores.
+
+    Args:
+        item_id: the evidence id it comes from.
+        text: the quote.
+        score: final score; cosine / lexical / relevance: its parts.
+        order: position in the evidence (ties go to the earlier one).
+    """
+
     item_id: str
     text: str
     score: float = 0.0
-    cosine: Optional[float] = None
+    cosine: float | None = None
     lexical: float = 0.0
     relevance: float = 0.0
     order: int = 0
+
+
+def about_entities(focus: QuestionFocus, evidence: Sequence[EvidenceItem]) -> list[EvidenceItem]:
+    """The evidence items that mention every entity the question names (all items when it names none).
+
+    Args:
+        focus: the analysed question.
+        evidence: the evidence items.
+    """
+    if not focus.entities:
+        return list(evidence)
+    return [e for e in evidence
+            if all(mentions_entity(e.full_text(), ent) for ent in focus.entities)]
+
+
+def item_texts(item: EvidenceItem) -> list[str]:
+    """The texts of an item, layout kept (caption, OCR, text chunks).
+
+    Args:
+        item: an evidence item.
+    """
+    return [t for t in (item.caption, item.ocr_text, *item.texts) if t]
 
 
 class ExtractiveAnswerer:
@@ -53,17 +107,19 @@ class ExtractiveAnswerer:
 
     Args:
         use_embeddings: True/False to force, None to use the MiniLM model when it loads.
-        threshold: minimum combined score of the best candidate; below it the answer is
-            "I don't know".
-        max_quotes: most quotes in one answer; further quotes must score within ``margin`` of
-            the best one.
+        threshold: minimum combined score of the best candidate of an open question; below it
+            the answer is "I don't know".
+        max_quotes: most quotes in an answer to an open question (a question for a value or a
+            field gets one); further quotes must score within ``margin`` of the best one.
+        margin: see ``max_quotes``.
         max_quote_chars: quotes longer than this are cut at a word boundary (still a substring).
         max_candidates: candidates sent to the sentence model (pre-selected by term overlap).
+        cosine_weight: weight of the sentence-model cosine against the term overlap.
     """
 
     prefix = EXTRACTIVE_PREFIX
 
-    def __init__(self, use_embeddings: Optional[bool] = None, threshold: float = 0.3, max_quotes: int = 3,
+    def __init__(self, use_embeddings: bool | None = None, threshold: float = 0.3, max_quotes: int = 3,
                  margin: float = 0.15, max_quote_chars: int = 300, max_candidates: int = 64,
                  cosine_weight: float = 0.6):
         self.use_embeddings = use_embeddings
@@ -74,13 +130,41 @@ class ExtractiveAnswerer:
         self.max_candidates = max_candidates
         self.cosine_weight = cosine_weight
 
+    # -- field rows ----------------------------------------------------------------------------
+    def best_row(self, focus: QuestionFocus, evidence: Sequence[EvidenceItem]) -> tuple[EvidenceItem, Row] | None:
+        """The (item, row) that best states the asked field, or None.
+
+        Args:
+            focus: the analysed question (with a field).
+            evidence: the items to search (already restricted to the question's entity).
+        """
+        best: tuple[float, int, EvidenceItem, Row] | None = None
+        n = 0
+        for rank, item in enumerate(evidence):
+            for text in item_texts(item):
+                for row in field_rows(text, focus):
+                    n += 1
+                    if is_instruction_like(row.quote):
+                        continue
+                    label_terms = set(_text.content_terms(row.label))
+                    overlap = len(label_terms & set(focus.terms)) / max(1, len(focus.terms))
+                    score = row.strength + 0.2 * overlap - 0.02 * rank
+                    if best is None or score > best[0] + 1e-9:
+                        best = (score, n, item, row)
+        return (best[2], best[3]) if best else None
+
     # -- candidates ---------------------------------------------------------------------------
-    def candidates(self, evidence: Sequence[EvidenceItem]) -> List[Candidate]:
-        out: List[Candidate] = []
+    def candidates(self, evidence: Sequence[EvidenceItem]) -> list[Candidate]:
+        """Quotable pieces of the evidence: caption sentences, OCR lines, text sentences.
+
+        Args:
+            evidence: the evidence items.
+        """
+        out: list[Candidate] = []
         seen = set()
         n = 0
         for item in evidence:
-            pieces: List[str] = []
+            pieces: list[str] = []
             if item.caption:
                 pieces += _text.split_sentences(item.caption)
             if item.ocr_text:
@@ -89,19 +173,24 @@ class ExtractiveAnswerer:
                 pieces += _text.split_sentences(t)
             for p in pieces:
                 p = _clean_quote(p, self.max_quote_chars)
-                if len(p) < 2 or not re.search(r"\w", p) or (item.id, p) in seen:
+                if len(p) < 2 or not re.search(r"\w", p) or (item.id, p) in seen or is_instruction_like(p):
                     continue
                 seen.add((item.id, p))
                 out.append(Candidate(item_id=item.id, text=p, order=n))
                 n += 1
         return out
 
-    def rank(self, question: str, evidence: Sequence[EvidenceItem]) -> List[Candidate]:
+    def rank(self, question: str, evidence: Sequence[EvidenceItem]) -> list[Candidate]:
+        """Candidates scored against the question, best first (see module docstring, step 3).
+
+        Args:
+            question: the question.
+            evidence: the evidence items.
+        """
         cands = self.candidates(evidence)
         if not cands:
             return []
-        texts = [c.text for c in cands]
-        lex = _text.lexical_scores(question, texts)
+        lex = _text.lexical_scores(question, [c.text for c in cands])
         for c, s in zip(cands, lex):
             c.lexical = s
         pool = cands
@@ -115,18 +204,14 @@ class ExtractiveAnswerer:
         if cos is not None:
             for c, s in zip(pool, cos):
                 c.cosine = s
-        amount_q = bool(_AMOUNT_Q.search(question))
-        count_q = bool(_COUNT_Q.search(question))
-        date_q = bool(_DATE_Q.search(question))
+        amount_q, count_q, date_q = (bool(rx.search(question)) for rx in (_AMOUNT_Q, _COUNT_Q, _DATE_Q))
         w = self.cosine_weight
-        rel: List[float] = []
+        rel: list[float] = []
         for c in cands:
             if c.cosine is not None:
                 rel.append(w * max(c.cosine, 0.0) + (1 - w) * c.lexical)
-            elif cos is not None:  # not pre-selected for the sentence model: overlap only
-                rel.append((1 - w) * c.lexical)
-            else:
-                rel.append(c.lexical)
+            else:  # not pre-selected for the sentence model (or no model): overlap only
+                rel.append((1 - w) * c.lexical if cos is not None else c.lexical)
         item_rel: dict = {}
         for c, r in zip(cands, rel):
             item_rel[c.item_id] = max(item_rel.get(c.item_id, 0.0), r)
@@ -148,15 +233,35 @@ class ExtractiveAnswerer:
 
     # -- answer --------------------------------------------------------------------------------
     def answer(self, question: str, evidence: Sequence[EvidenceItem]) -> str:
+        """The extractive answer: ``<prefix> "<quote>" [E#]`` or "I don't know".
+
+        Args:
+            question: the question ("" for an image-only query: the best item is described).
+            evidence: the evidence items, best first.
+        """
         if not evidence:
             return I_DONT_KNOW
         if not question.strip():
             return self._describe(evidence[0])
-        ranked = self.rank(question, evidence)
+        focus = analyze_question(question)
+        pool = about_entities(focus, evidence)
+        if not pool:
+            return I_DONT_KNOW
+        if focus.field is not None:
+            found = self.best_row(focus, pool)
+            if found is None:
+                return I_DONT_KNOW
+            item, row = found
+            return f'{self.prefix} "{_clean_quote(row.quote, self.max_quote_chars)}" [{item.id}]'
+        ranked = self.rank(question, pool)
+        if focus.kind in ("count", "amount", "date"):
+            typed = [c for c in ranked if typed_values(c.text, focus.kind)]
+            ranked = typed or ranked
         if not ranked or max(c.relevance for c in ranked) < self.threshold:
             return I_DONT_KNOW
         best = ranked[0].score
-        chosen = [c for c in ranked if c.score >= max(self.threshold, best - self.margin)][: self.max_quotes]
+        limit = 1 if focus.kind else self.max_quotes
+        chosen = [c for c in ranked if c.score >= max(self.threshold, best - self.margin)][:limit] or ranked[:1]
         quotes = "; ".join(f'"{c.text}" [{c.item_id}]' for c in chosen)
         return f"{self.prefix} {quotes}"
 

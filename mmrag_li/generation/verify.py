@@ -1,350 +1,279 @@
-"""Post-check of an answer against the evidence it cites.
+"""Post-check of an answer against the evidence it cites: an honest verdict.
 
-`verify_answer(answer, evidence)` accepts an answer only when:
+`verify_answer(answer, evidence, question=...)` returns a `Verification` with two verdicts and the
+list of checks behind them:
 
-* it cites at least one evidence id, and every cited id (``[E1]``, ``[E1, E3]``, ``[E1][E2]``) was
-  provided; an evidence-id-looking token (``E7``) that was not provided is reported too;
-* every number, amount, date and quoted string in a sentence occurs in the text (caption + OCR +
-  text, plus source name and page) of at least one item cited by that sentence; numbers are
-  compared by value (``1,939.00`` == ``1939`` == ``1939.0`` == ``Rs 1939`` == ``₹1,939`` ==
-  ``1.939,00``), dates by calendar day (``2024-03-05`` == ``05/03/2024`` == ``5 March 2024`` ==
-  ``March 5, 2024``; day/month order is ambiguous in numeric dates, so both readings count);
-* no sentence with factual content (a number, date or quote, or several content words) lacks a
-  citation;
-* it does not reproduce a long span of the system prompt (output guard).
+``citations_valid``
+    the answer cites at least one evidence id, every cited id (``[E1]``, ``[E1, E3]``,
+    ``[E1][E2]``) was provided (an evidence-id-looking token such as ``E7`` that was not is
+    reported too), and no sentence with factual content (a number, date or quote, or several
+    content words) lacks a citation.
 
-"I don't know" is verified trivially (no claims) and reported with ``answered=False``.
+``supported``
+    citations are valid AND
 
-Dates are parsed with regular expressions rather than ``dateutil.parser`` (installed here):
-dateutil fills missing fields from today's date and its fuzzy mode reads numbers that are not
-dates as dates, which would make the check accept claims it should reject.
+    * every number, amount, date and quoted string of a sentence occurs in an item that sentence
+      cites (numbers by value, dates by calendar day: see `claims`);
+    * the cited evidence is about the question (needs ``question``): it names the question's
+      entity (the issuer after "from", an id such as "invoice 4711", a quoted or capitalised name)
+      and mentions the asked field or the question's terms;
+    * a value of the asked kind (the total for "total amount due", an id for "invoice number",
+      a date for "when") is the value of that field's row in the cited item (needs
+      ``question``): ``Tax $0.00`` is not the total, ``Kundennr. 47774`` is not the invoice
+      number (`rows.field_rows`);
+    * no other evidence item about the same entity (or sharing an id with the cited item)
+      states a different value for the asked field: two totals for one invoice are a
+      ``conflict`` (also without ``question``: the claim sentence gives the field and entity);
+    * the answer holds no link or image whose URL is not in the cited evidence, and no
+      instruction-like text ("ignore previous instructions", "enter your password"): see
+      `answer_guard`;
+    * it does not reproduce a long span of the system prompt (output guard).
+
+``checks`` lists every check as ``{"check", "ok", "detail", "evidence_id"?}``; ``reasons`` the
+failed ones in words. ``verified`` is an alias of ``supported`` (kept one release). Answer and
+evidence are NFKC-normalised with format characters removed before any check.
+
+"I don't know" is supported trivially (no claims) and reported with ``answered=False``.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import re
-from dataclasses import asdict, dataclass, field
-from decimal import Decimal, InvalidOperation
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from mmrag_li.generation._text import content_terms
-from mmrag_li.generation.evidence import EvidenceItem, neutralize
-from mmrag_li.generation.prompts import ALL_SYSTEM_PROMPTS
-
-
-@dataclass
-class Verification:
-    verified: bool
-    reasons: List[str] = field(default_factory=list)
-    citations: List[str] = field(default_factory=list)  # provided ids cited, in first-cited order
-    unknown_ids: List[str] = field(default_factory=list)  # cited ids that were not provided
-    unsupported: List[str] = field(default_factory=list)  # claims not found in the cited items
-    uncited: List[str] = field(default_factory=list)  # factual sentences without a citation
-    answered: bool = True  # False for "I don't know"
-    prompt_leak: bool = False
-
-    def to_dict(self) -> Dict[str, object]:
-        return asdict(self)
-
-
-# ---------------------------------------------------------------------------------------------
-# Normalisation helpers.
-
-_QUOTE_CHARS = "\"'“”‘’„‚«»‹›`´"
-_QUOTE_TABLE = str.maketrans({c: "'" for c in _QUOTE_CHARS} | {"–": "-", "—": "-", "−": "-", "\u00a0": " ",
-                                                               "\u202f": " ", "⟦": "[", "⟧": "]"})
-
-
-def norm_text(text: str) -> str:
-    """Case-folded, quote/dash-unified, whitespace-collapsed text for substring checks."""
-    t = (text or "").translate(_QUOTE_TABLE).casefold()
-    return re.sub(r"\s+", " ", t).strip()
-
-
-_CURRENCY_WORD_RE = re.compile(r"(?i)\b(rs\.?|inr|usd|eur|gbp|chf|jpy|cny|aud|cad|us\$|a\$|c\$)(?=\d)")
-
-# A number: 1,939.00 / 1.939,00 / 1'939 / 1939 / 0.5 / ,5 is not a number. Not part of an
-# identifier such as E1, A4 or MP3 (no letter or digit directly before it).
-_NUM_RE = re.compile(
-    r"(?<![A-Za-z0-9])(?:\d{1,3}(?:(?:,\d{3})+|(?:\.\d{3})+|(?:'\d{3})+|(?:[\u00a0\u202f]\d{3})+)(?:[.,]\d+)?"
-    r"|\d+(?:[.,]\d+)?)(?!\d)"
+from mmrag_li.generation.answer_guard import instruction_checks, link_findings
+from mmrag_li.generation.claims import (
+    BARE_ID_RE,
+    ItemText,
+    blank,
+    cited_ids,
+    dates_match,
+    extract_dates,
+    extract_numbers,
+    extract_quotes,
+    is_dont_know,
+    norm_text,
+    normalize_unicode,
+    number_values,
+    reproduces_prompt,
+    split_claim_sentences,
+    strip_citations,
 )
+from mmrag_li.generation.evidence import EvidenceItem
+from mmrag_li.generation.focus import (
+    QuestionFocus,
+    analyze_question,
+    mentions_entity,
+    typed_values,
+)
+from mmrag_li.generation.prompts import ALL_SYSTEM_PROMPTS
+from mmrag_li.generation.rows import field_rows, label_strength
 
-
-def number_values(token: str) -> Set[str]:
-    """All plausible values of a number token, as canonical decimal strings.
-
-    Unambiguous forms give one value; ``1,939`` (English thousands or European decimal) and
-    ``1.939`` give both readings.
-    """
-    t = token.strip().replace("'", "").replace("\u00a0", "").replace("\u202f", "")
-    vals: List[str] = []
-    if "," in t and "." in t:
-        if t.rfind(",") > t.rfind("."):  # 1.939,00
-            vals.append(t.replace(".", "").replace(",", "."))
-        else:  # 1,939.00
-            vals.append(t.replace(",", ""))
-    elif "," in t:
-        if re.fullmatch(r"\d{1,3}(,\d{3})+", t):
-            vals.append(t.replace(",", ""))
-            if t.count(",") == 1:
-                vals.append(t.replace(",", "."))
-        else:
-            vals.append(t.replace(",", ".") if t.count(",") == 1 else t.replace(",", ""))
-    elif "." in t:
-        if re.fullmatch(r"\d{1,3}(\.\d{3})+", t):
-            vals.append(t.replace(".", ""))
-            if t.count(".") == 1:
-                vals.append(t)
-        else:
-            vals.append(t if t.count(".") == 1 else t.replace(".", ""))
-    else:
-        vals.append(t)
-    out: Set[str] = set()
-    for v in vals:
-        try:
-            d = Decimal(v)
-        except InvalidOperation:
-            continue
-        out.add(_canon(d))
-    return out
-
-
-def _canon(d: Decimal) -> str:
-    d = d.normalize()
-    s = format(d, "f")
-    return s if s != "-0" else "0"
-
-
-def extract_numbers(text: str) -> List[Tuple[str, Set[str]]]:
-    """(token as written, its values) for each number in the text."""
-    text = _CURRENCY_WORD_RE.sub(lambda m: m.group(1) + " ", text or "")
-    return [(m.group(0), number_values(m.group(0))) for m in _NUM_RE.finditer(text)]
-
-
-_MONTHS = {
-    "january": 1, "jan": 1, "february": 2, "feb": 2, "march": 3, "mar": 3, "april": 4, "apr": 4,
-    "may": 5, "june": 6, "jun": 6, "july": 7, "jul": 7, "august": 8, "aug": 8, "september": 9,
-    "sep": 9, "sept": 9, "october": 10, "oct": 10, "november": 11, "nov": 11, "december": 12, "dec": 12,
-    # German, for European documents
-    "januar": 1, "jänner": 1, "februar": 2, "märz": 3, "maerz": 3, "mai": 5, "juni": 6, "juli": 7,
-    "oktober": 10, "okt": 10, "dezember": 12, "dez": 12,
-}
-_MONTH_ALT = "|".join(sorted((re.escape(m) for m in _MONTHS), key=len, reverse=True))
-_ORD = r"(?:st|nd|rd|th|\.)?"
-_DATE_PATTERNS = [
-    ("ymd", re.compile(r"(?<!\d)(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?!\d)")),
-    ("dmy_num", re.compile(r"(?<!\d)(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4}|\d{2})(?!\d)")),
-    ("d_month_y", re.compile(r"(?i)(?<![\w])(\d{1,2})" + _ORD + r"\s+(?:of\s+)?(" + _MONTH_ALT + r")\.?,?\s+(\d{4})(?!\d)")),
-    ("month_d_y", re.compile(r"(?i)(?<![\w])(" + _MONTH_ALT + r")\.?\s+(\d{1,2})" + _ORD + r",?\s+(\d{4})(?!\d)")),
-    ("month_y", re.compile(r"(?i)(?<![\w])(" + _MONTH_ALT + r")\.?,?\s+(\d{4})(?!\d)")),
+__all__ = [
+    "Verification",
+    "cited_ids",
+    "extract_dates",
+    "extract_numbers",
+    "extract_quotes",
+    "is_dont_know",
+    "norm_text",
+    "normalize_unicode",
+    "number_values",
+    "reproduces_prompt",
+    "split_claim_sentences",
+    "strip_citations",
+    "verify_answer",
 ]
 
-DateKey = Tuple[int, int, Optional[int]]  # (year, month, day or None for month precision)
 
+@dataclass(init=False)
+class Verification:
+    """The verdict on one answer (see module docstring).
 
-def _mk(y: int, m: int, d: Optional[int]) -> Optional[DateKey]:
-    if y < 100:
-        y += 2000 if y < 70 else 1900
-    try:
-        _dt.date(y, m, d or 1)
-    except ValueError:
-        return None
-    return (y, m, d)
+    Args:
+        verified: old name of ``supported`` (positional first argument, kept for callers).
+        reasons: failed checks in words.
+        citations: provided ids the answer cites, in first-cited order.
+        unknown_ids: cited ids that were not provided.
+        unsupported: claims not found in (or not stated as the asked field by) the cited items.
+        uncited: factual sentences without a citation.
+        answered: False for "I don't know".
+        prompt_leak: the answer reproduces the system prompt.
+        supported: the verdict (overrides ``verified``).
+        citations_valid: the citation verdict (default: the same as ``supported``).
+        checks: one dict per check.
+        irrelevant: cited items that are not about the question.
+        conflicts: evidence items that disagree with the answer on the asked value.
+        flagged: links and instruction-like text found in the answer.
+    """
 
+    supported: bool
+    citations_valid: bool
+    checks: list[dict[str, Any]]
+    reasons: list[str]
+    citations: list[str]
+    unknown_ids: list[str]
+    unsupported: list[str]
+    uncited: list[str]
+    irrelevant: list[str]
+    conflicts: list[str]
+    flagged: list[str]
+    answered: bool
+    prompt_leak: bool
 
-def extract_dates(text: str) -> List[Tuple[str, Set[DateKey], Tuple[int, int]]]:
-    """(span text, possible calendar dates, span) for each date in the text; overlapping
-    matches of later (looser) patterns are skipped."""
-    found: List[Tuple[str, Set[DateKey], Tuple[int, int]]] = []
-    taken: List[Tuple[int, int]] = []
-    for kind, rx in _DATE_PATTERNS:
-        for m in rx.finditer(text or ""):
-            s, e = m.span()
-            if any(s < te and e > ts for ts, te in taken):
-                continue
-            g = m.groups()
-            keys: Set[Optional[DateKey]] = set()
-            if kind == "ymd":
-                keys.add(_mk(int(g[0]), int(g[1]), int(g[2])))
-            elif kind == "dmy_num":
-                a, b, y = int(g[0]), int(g[1]), int(g[2])
-                keys.add(_mk(y, b, a))  # day first (most of the world)
-                keys.add(_mk(y, a, b))  # month first (US)
-            elif kind == "d_month_y":
-                keys.add(_mk(int(g[2]), _MONTHS[g[1].lower()], int(g[0])))
-            elif kind == "month_d_y":
-                keys.add(_mk(int(g[2]), _MONTHS[g[0].lower()], int(g[1])))
-            else:
-                keys.add(_mk(int(g[1]), _MONTHS[g[0].lower()], None))
-            keys.discard(None)
-            if keys:
-                found.append((m.group(0), keys, (s, e)))  # type: ignore[arg-type]
-                taken.append((s, e))
-    found.sort(key=lambda f: f[2][0])
-    return found
+    def __init__(self, verified: bool | None = None, reasons: list[str] | None = None,
+                 citations: list[str] | None = None, unknown_ids: list[str] | None = None,
+                 unsupported: list[str] | None = None, uncited: list[str] | None = None,
+                 answered: bool = True, prompt_leak: bool = False, *, supported: bool | None = None,
+                 citations_valid: bool | None = None, checks: list[dict[str, Any]] | None = None,
+                 irrelevant: list[str] | None = None, conflicts: list[str] | None = None,
+                 flagged: list[str] | None = None):
+        self.supported = bool(supported if supported is not None else verified)
+        self.citations_valid = self.supported if citations_valid is None else bool(citations_valid)
+        self.checks = list(checks or [])
+        self.reasons = list(reasons or [])
+        self.citations = list(citations or [])
+        self.unknown_ids = list(unknown_ids or [])
+        self.unsupported = list(unsupported or [])
+        self.uncited = list(uncited or [])
+        self.irrelevant = list(irrelevant or [])
+        self.conflicts = list(conflicts or [])
+        self.flagged = list(flagged or [])
+        self.answered = answered
+        self.prompt_leak = prompt_leak
 
+    @property
+    def verified(self) -> bool:
+        """Alias of ``supported`` (the old single verdict; kept for one release)."""
+        return self.supported
 
-def _dates_match(claim: Set[DateKey], pool: Set[DateKey]) -> bool:
-    for y, m, d in claim:
-        for py, pm, pd in pool:
-            if (y, m) == (py, pm) and (d is None or pd is None or d == pd):
-                return True
-    return False
+    @verified.setter
+    def verified(self, value: bool) -> None:
+        self.supported = bool(value)
 
+    def check(self, name: str, ok: bool, detail: str, evidence_id: str | None = None) -> None:
+        """Record one check.
 
-_QUOTE_RE = re.compile(r"\"([^\"\n]{2,400})\"|“([^”\n]{2,400})”|„([^“”\n]{2,400})[“”]|«([^»\n]{2,400})»")
+        Args:
+            name: check name ("citation", "cited_sentence", "number", "date", "quote", "relevance",
+                "field_row", "conflict", "link", "instruction", "prompt_leak", "answer").
+            ok: passed or not.
+            detail: what was checked, in words.
+            evidence_id: the evidence item it concerns, if one.
+        """
+        entry: dict[str, Any] = {"check": name, "ok": bool(ok), "detail": detail}
+        if evidence_id:
+            entry["evidence_id"] = evidence_id
+        self.checks.append(entry)
 
-
-def extract_quotes(text: str) -> List[Tuple[str, Tuple[int, int]]]:
-    return [(next(g for g in m.groups() if g is not None), m.span()) for m in _QUOTE_RE.finditer(text or "")]
+    def to_dict(self) -> dict[str, Any]:
+        """{"citations_valid", "supported", "verified", "checks", "reasons", "citations", ...}."""
+        out = asdict(self)
+        out["verified"] = self.supported
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
-# Citations and sentences.
 
-_BRACKET_RE = re.compile(r"\[([^\[\]\n]{1,60})\]")
-_ID_RE = re.compile(r"\b[Ee](\d{1,4})\b")
-_BARE_ID_RE = re.compile(r"(?<![\w\[])E(\d{1,4})\b")
-
-
-def cited_ids(text: str) -> List[str]:
-    """Ids in square-bracket citations, in order: [E1], [E1, E3], [E1; E2], [E1][E2], [source: E2]."""
-    out: List[str] = []
-    for m in _BRACKET_RE.finditer(text or ""):
-        for i in _ID_RE.findall(m.group(1)):
-            out.append(f"E{int(i)}")
-    return out
-
-
-def strip_citations(text: str) -> str:
-    return _BRACKET_RE.sub(lambda m: " " if _ID_RE.search(m.group(1)) else m.group(0), text or "")
-
-
-_SENT_RE = re.compile(r"(?<=[.!?;])\s+|\n+")
-_LEAD_CITES_RE = re.compile(r"^\s*(?:\[\s*[Ee]\d[^\[\]\n]{0,58}\]\s*[.,;:]?\s*)+")
 _LIST_MARKER_RE = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s+")
 _META_TERMS = {"base", "evidence", "provid", "provide", "answer", "follow", "information", "available", "context",
                "item", "cite", "source", "extractive", "generative", "model", "configur", "configure", "accord",
                "here", "summary", "question", "ask", "follows"}
+_STRONG_ID_RE = re.compile(r"^(?=.*\d)(?:\d{4,}|[\w\-/]{5,})$")
 
 
-_ABBREV = {"e.g", "i.e", "dr", "mr", "mrs", "ms", "no", "nr", "vs", "fig", "st", "inc", "ltd", "co", "approx", "ca",
-           "etc", "p", "pp", "vol", "corp", "jr", "sr", "rs", "mt"}
-_MONTH_START_RE = re.compile(r"(?i)^(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|januar|februar|märz|mai|juni|juli|"
-                             r"oktober|okt|dezember|dez)")
+def _same(kind: str | None, a: str, b: str) -> bool:
+    """Do two values of this kind agree (amounts by value, ids without punctuation, dates by day)?"""
+    if kind == "identifier":
+        return re.sub(r"[^0-9a-z]", "", a.casefold()) == re.sub(r"[^0-9a-z]", "", b.casefold())
+    if kind == "date":
+        ka = set().union(*[k for _, k, _ in extract_dates(a)] or [set()])
+        kb = set().union(*[k for _, k, _ in extract_dates(b)] or [set()])
+        return bool(ka and kb and dates_match(ka, kb))
+    return bool(number_values(a) & number_values(b)) if kind != "name" else norm_text(a) == norm_text(b)
 
 
-def _inside_quote(prefix: str) -> bool:
-    """A boundary inside a quotation is not a sentence end: quoted evidence stays one claim."""
-    return prefix.count('"') % 2 == 1 or prefix.count("\u201c") > prefix.count("\u201d")
+def claimed_values(body: str, focus: QuestionFocus) -> list[str]:
+    """Values of the asked kind that a sentence claims: those of its own label -> value row when
+    it names the field ("The total of invoice 4711 is 42" -> 42), else its typed values.
+
+    Args:
+        body: the sentence without citations.
+        focus: the question's (or the sentence's own) focus.
+    """
+    if focus.field is None or focus.kind == "name":
+        return []
+    rows = field_rows(body, focus, loose=True)
+    if rows:
+        return list(dict.fromkeys(v for r in rows for v in r.values))
+    exclude = [t.lower() for t in focus.entity_tokens]
+    return list(dict.fromkeys(typed_values(body, focus.kind, exclude)))
 
 
-def _split_raw(text: str) -> List[str]:
-    out: List[str] = []
-    start = 0
-    for m in _SENT_RE.finditer(text):
-        if _inside_quote(text[start:m.start()]):
+def _texts(item: EvidenceItem) -> list[str]:
+    return [normalize_unicode(t) for t in (item.caption, item.ocr_text, *item.texts, f"source {item.source_name}") if t]
+
+
+def _row_values(item: EvidenceItem, focus: QuestionFocus) -> list[str]:
+    """Values of the item's strongest rows of the field (``Grand Total`` over ``Balance``)."""
+    rows = [r for t in _texts(item) for r in field_rows(t, focus, loose=True)]
+    top = max((r.strength for r in rows), default=0.0)
+    return [v for r in rows if r.strength >= top for v in r.values]
+
+
+def _strong_ids(item: ItemText) -> set[str]:
+    return {t.casefold() for t in typed_values(item.raw, "identifier") if _STRONG_ID_RE.match(t)
+            and not re.fullmatch(r"(?:19|20)\d\d", t)}
+
+
+def about_question(item: ItemText, focus: QuestionFocus) -> str | None:
+    """None when the item is about the question, else why not (in words).
+
+    It must name every entity of the question, and mention the asked field (one of its labels)
+    or one of the question's terms.
+
+    Args:
+        item: the indexed evidence item.
+        focus: the analysed question.
+    """
+    for ent in focus.entities:
+        if not mentions_entity(item.raw, ent):
+            return f"does not mention {ent!r}"
+    if focus.field is not None and any(label_strength(ln, focus.field)[0] for ln in item.raw.splitlines()):
+        return None
+    terms = set(focus.terms) - _META_TERMS
+    if terms and not terms & set(content_terms(item.raw)):
+        return "mentions none of the question's terms (" + ", ".join(sorted(terms)[:5]) + ")"
+    return None
+
+
+def _conflicts(value: str, cited: Sequence[str], focus: QuestionFocus, provided: dict[str, EvidenceItem],
+               idx: Any) -> list[str]:
+    """Ids of evidence items (other assets than the cited ones) about the same entity that state
+    the asked field with values none of which is ``value``."""
+    cited_assets = {provided[i].asset_id for i in cited}
+    shared: set[str] = set()
+    if not focus.entities:
+        for i in cited:
+            shared |= _strong_ids(idx(i))
+        shared -= {v.casefold() for v in [value]}
+    out: list[str] = []
+    for eid, item in provided.items():
+        if eid in cited or item.asset_id in cited_assets:
             continue
-        before = text[start:m.start()]
-        after = text[m.end():]
-        if before.endswith("."):
-            last = re.split(r"\s", before[:-1])[-1].lower() if before[:-1].strip() else ""
-            if last in _ABBREV or (re.fullmatch(r"\d{1,2}", last or "x") and _MONTH_START_RE.match(after)):
-                continue  # "e.g. x", "5. März 2024"
-        out.append(text[start:m.start()])
-        start = m.end()
-    out.append(text[start:])
-    return out
-
-
-def split_claim_sentences(answer: str) -> List[str]:
-    """Sentences of the answer, with trailing citation-only fragments ("... 1,939.00. [E1]")
-    attached to the sentence before them."""
-    raw = [s.strip() for s in _split_raw(answer or "") if s and s.strip()]
-    out: List[str] = []
-    for s in raw:
-        lead = _LEAD_CITES_RE.match(s)
-        if out and lead:
-            out[-1] = out[-1] + " " + lead.group(0).strip()
-            s = s[lead.end():].strip()
-            if not s:
+        it = idx(eid)
+        if focus.entities:
+            if not all(mentions_entity(it.raw, e) for e in focus.entities):
                 continue
-        out.append(s)
+        elif not shared & _strong_ids(it):
+            continue
+        vals = _row_values(item, focus)
+        if vals and not any(_same(focus.kind, value, v) for v in vals):
+            out.append(eid)
     return out
-
-
-def is_dont_know(answer: str) -> bool:
-    t = strip_citations(answer or "").translate(_QUOTE_TABLE).casefold()
-    t = re.sub(r"[^a-z' ]+", " ", t)
-    t = re.sub(r"\s+", " ", t).strip()
-    return t in ("i don't know", "i do not know", "i dont know")
-
-
-def _shingles(words: Sequence[str], n: int) -> Set[Tuple[str, ...]]:
-    return {tuple(words[i:i + n]) for i in range(max(0, len(words) - n + 1))}
-
-
-_PROMPT_SHINGLES: Dict[int, Set[Tuple[str, ...]]] = {}
-
-
-def reproduces_prompt(answer: str, prompts: Iterable[str] = ALL_SYSTEM_PROMPTS, n: int = 10) -> bool:
-    """True if the answer contains n consecutive words of a system prompt (output guard)."""
-    words = re.findall(r"[a-z0-9']+", norm_text(answer))
-    if len(words) < n:
-        return False
-    key = hash((tuple(prompts), n))
-    if key not in _PROMPT_SHINGLES:
-        sh: Set[Tuple[str, ...]] = set()
-        for p in prompts:
-            sh |= _shingles(re.findall(r"[a-z0-9']+", norm_text(p)), n)
-        _PROMPT_SHINGLES[key] = sh
-    return bool(_shingles(words, n) & _PROMPT_SHINGLES[key])
-
-
-# ---------------------------------------------------------------------------------------------
-# Evidence index.
-
-
-class _ItemIndex:
-    def __init__(self, item: EvidenceItem):
-        raw = item.full_text()
-        both = raw + "\n" + neutralize(raw)
-        self.text = norm_text(both)
-        self.compact = re.sub(r"[\s']", "", self.text)
-        self.numbers: Set[str] = set()
-        self.digit_runs: Set[str] = set()
-        for tok, vals in extract_numbers(both):
-            self.numbers |= vals
-            self.digit_runs.add(re.sub(r"\D", "", tok))
-        self.dates: Set[DateKey] = set()
-        for _, keys, _ in extract_dates(both):
-            self.dates |= keys
-
-    def has_number(self, token: str, values: Set[str]) -> bool:
-        if values & self.numbers:
-            return True
-        digits = re.sub(r"\D", "", token)
-        return len(digits) >= 5 and digits in self.digit_runs
-
-    def has_quote(self, quote: str) -> bool:
-        parts = [p for p in re.split(r"\.\.\.|…|\[\.\.\.\]", quote) if p.strip(" .,;:")]
-        for p in parts or [quote]:
-            q = norm_text(p).strip(" .,;:!?'")
-            if not q:
-                continue
-            if q not in self.text and re.sub(r"[\s']", "", q) not in self.compact:
-                return False
-        return True
-
-
-def _blank(text: str, spans: Sequence[Tuple[int, int]]) -> str:
-    chars = list(text)
-    for s, e in spans:
-        for i in range(s, e):
-            chars[i] = " "
-    return "".join(chars)
 
 
 def verify_answer(
@@ -354,85 +283,167 @@ def verify_answer(
     require_citation: bool = True,
     min_content_terms: int = 4,
     system_prompts: Iterable[str] = ALL_SYSTEM_PROMPTS,
+    question: str | None = None,
 ) -> Verification:
-    """Check an answer against the evidence it cites (see module docstring)."""
-    text = (answer or "").strip()
+    """Check an answer against the evidence it cites (see module docstring).
+
+    Args:
+        answer: the answer text with [E#] citations.
+        evidence: the evidence items the answer could cite.
+        require_citation: an answer must cite at least one item.
+        min_content_terms: content words that make a sentence without numbers/dates/quotes factual.
+        system_prompts: texts the answer must not reproduce (output guard).
+        question: the question; enables the "about the question" and field-row checks.
+    """
+    text = normalize_unicode(answer or "").strip()
     provided = {e.id: e for e in evidence}
-    v = Verification(verified=False)
+    v = Verification(supported=False, citations_valid=False)
     if not text:
         v.reasons.append("empty answer")
+        v.check("answer", False, "empty answer")
         v.answered = False
         return v
     if reproduces_prompt(text, system_prompts):
         v.prompt_leak = True
         v.reasons.append("answer reproduces the system prompt")
+        v.check("prompt_leak", False, "answer reproduces the system prompt")
+    cited_items = [ItemText(provided[i]) for i in dict.fromkeys(cited_ids(text)) if i in provided]
+    for c in instruction_checks(text, cited_items):
+        v.check("instruction", bool(c["ok"]), str(c["detail"]))
+        if not c["ok"]:
+            v.flagged.append(str(c["detail"]))
+            v.reasons.append(f"{c['detail']} in the answer")
+    for finding in link_findings(text, evidence):
+        v.check("link", bool(finding["ok"]), str(finding["detail"]))
+        if not finding["ok"]:
+            v.flagged.append(str(finding["url"]))
+            v.reasons.append(str(finding["detail"]))
     if is_dont_know(text):
         v.answered = False
-        v.verified = not v.prompt_leak
+        v.citations_valid = True
+        v.supported = not v.reasons
         return v
 
-    index: Dict[str, _ItemIndex] = {}
+    index: dict[str, ItemText] = {}
 
-    def idx(eid: str) -> _ItemIndex:
+    def idx(eid: str) -> ItemText:
         if eid not in index:
-            index[eid] = _ItemIndex(provided[eid])
+            index[eid] = ItemText(provided[eid])
         return index[eid]
 
+    qfocus = analyze_question(question) if question else None
+    relevance: dict[str, str | None] = {}
+    stated: list[str] = []
     for sent in split_claim_sentences(text):
-        ids = cited_ids(sent)
-        for i in ids:
-            if i in provided:
-                if i not in v.citations:
-                    v.citations.append(i)
-            elif i not in v.unknown_ids:
-                v.unknown_ids.append(i)
-        valid = [i for i in dict.fromkeys(ids) if i in provided]
-        body = strip_citations(sent)
-        body = _LIST_MARKER_RE.sub(" ", body)
-        # bare evidence-id-looking tokens that were not provided (and are not document text)
-        for m in _BARE_ID_RE.finditer(body):
-            eid = f"E{int(m.group(1))}"
-            if eid not in provided and eid not in v.unknown_ids and not any(
-                    eid.lower() in idx(c).text for c in valid):
-                v.unknown_ids.append(eid)
-        quotes = extract_quotes(body)
-        rest = _blank(body, [sp for _, sp in quotes])
-        dates = extract_dates(rest)
-        rest = _blank(rest, [sp for _, _, sp in dates])
-        numbers = extract_numbers(rest)
-        has_claims = bool(quotes or dates or numbers)
-        terms = [t for t in content_terms(rest) if t not in _META_TERMS and not t[0].isdigit()]
-        factual = has_claims or len(terms) >= min_content_terms
-        if not valid:
-            if factual:
-                v.uncited.append(sent)
-            continue
-        pool = [idx(i) for i in valid]
-        cite_txt = "".join(f"[{i}]" for i in valid)
-        for q, _ in quotes:
-            if not any(p.has_quote(q) for p in pool):
-                v.unsupported.append(f'quote "{q}" not found in {cite_txt}')
-        for span, keys, _ in dates:
-            if not any(_dates_match(keys, p.dates) for p in pool):
-                v.unsupported.append(f"date '{span}' not found in {cite_txt}")
-        for tok, vals in numbers:
-            if not vals:
-                continue
-            if not any(p.has_number(tok, vals) for p in pool):
-                where = [e for e in provided if e not in valid and idx(e).has_number(tok, vals)]
-                hint = f" (it occurs in {', '.join(where)})" if where else ""
-                v.unsupported.append(f"number '{tok}' not found in {cite_txt}{hint}")
+        stated += _check_sentence(v, sent, provided, idx, qfocus, relevance, min_content_terms)
+    if qfocus is not None and qfocus.field is not None and qfocus.kind != "name":
+        ok = bool(stated)
+        v.check("answers_question", ok, f"states the {qfocus.field.name}: " + ", ".join(stated[:3]) if ok
+                else f"the answer states no {qfocus.field.name} ({qfocus.kind})")
+        if not ok:
+            v.unsupported.append(f"the answer states no {qfocus.field.name} ({qfocus.kind}) as the question asks")
 
     if v.unknown_ids:
         v.reasons.append("cites evidence ids that were not provided: " + ", ".join(v.unknown_ids))
     if require_citation and not v.citations:
         v.reasons.append("the answer cites no evidence")
+        v.check("citation", False, "the answer cites no evidence")
     if v.uncited:
         v.reasons.append(f"{len(v.uncited)} sentence(s) with factual content have no citation: "
                          + " | ".join(_short(s) for s in v.uncited[:3]))
+    v.citations_valid = not v.unknown_ids and not v.uncited and (bool(v.citations) or not require_citation)
     v.reasons.extend(v.unsupported)
-    v.verified = not v.reasons
+    v.reasons.extend(v.irrelevant)
+    v.reasons.extend(v.conflicts)
+    v.supported = v.citations_valid and not v.reasons
     return v
+
+
+def _check_sentence(v: Verification, sent: str, provided: dict[str, EvidenceItem], idx: Any,
+                    qfocus: QuestionFocus | None, relevance: dict[str, str | None], min_terms: int) -> list[str]:
+    """All checks of one answer sentence (claims, relevance, field row, conflicts); returns the
+    values of the asked kind it states."""
+    ids = cited_ids(sent)
+    for i in ids:
+        if i in provided:
+            if i not in v.citations:
+                v.citations.append(i)
+        elif i not in v.unknown_ids:
+            v.unknown_ids.append(i)
+            v.check("citation", False, f"{i} was not provided", i)
+    valid = [i for i in dict.fromkeys(ids) if i in provided]
+    body = _LIST_MARKER_RE.sub(" ", strip_citations(sent))
+    for m in BARE_ID_RE.finditer(body):  # bare evidence-id-looking tokens that were not provided
+        eid = f"E{int(m.group(1))}"
+        if eid not in provided and eid not in v.unknown_ids and not any(eid.lower() in idx(c).text for c in valid):
+            v.unknown_ids.append(eid)
+            v.check("citation", False, f"{eid} is named but was not provided", eid)
+    quotes = extract_quotes(body)
+    rest = blank(body, [sp for _, sp in quotes])
+    dates = extract_dates(rest)
+    rest = blank(rest, [sp for _, _, sp in dates])
+    numbers = extract_numbers(rest)
+    terms = [t for t in content_terms(rest) if t not in _META_TERMS and not t[0].isdigit()]
+    if not valid:
+        if quotes or dates or numbers or len(terms) >= min_terms:
+            v.uncited.append(sent)
+            v.check("cited_sentence", False, f"no citation: {_short(sent)}")
+        return []
+    v.check("cited_sentence", True, f"cites {', '.join(valid)}: {_short(sent, 60)}")
+    pool = [idx(i) for i in valid]
+    cite_txt = "".join(f"[{i}]" for i in valid)
+
+    def where(found: list[bool]) -> str | None:
+        return next((i for i, f in zip(valid, found) if f), None)
+
+    for q, _ in quotes:
+        hits = [p.has_quote(q) for p in pool]
+        v.check("quote", any(hits), f'quote "{_short(q, 60)}" ' + ("found" if any(hits) else f"not found in {cite_txt}"),
+                where(hits))
+        if not any(hits):
+            v.unsupported.append(f'quote "{q}" not found in {cite_txt}')
+    for span, keys, _ in dates:
+        hits = [dates_match(keys, p.dates) for p in pool]
+        v.check("date", any(hits), f"date '{span}' " + ("found" if any(hits) else f"not found in {cite_txt}"), where(hits))
+        if not any(hits):
+            v.unsupported.append(f"date '{span}' not found in {cite_txt}")
+    for tok, vals in numbers:
+        if not vals:
+            continue
+        hits = [p.has_number(tok, vals) for p in pool]
+        if any(hits):
+            v.check("number", True, f"number '{tok}' found", where(hits))
+            continue
+        elsewhere = [e for e in provided if e not in valid and idx(e).has_number(tok, vals)]
+        hint = f" (it occurs in {', '.join(elsewhere)})" if elsewhere else ""
+        v.check("number", False, f"number '{tok}' not found in {cite_txt}{hint}")
+        v.unsupported.append(f"number '{tok}' not found in {cite_txt}{hint}")
+    if qfocus is not None:
+        for i in valid:
+            if i not in relevance:
+                relevance[i] = about_question(idx(i), qfocus)
+                ok = relevance[i] is None
+                v.check("relevance", ok, f"{i} is about the question" if ok else f"{i} {relevance[i]}", i)
+                if not ok:
+                    v.irrelevant.append(f"{i} is not about the question: it {relevance[i]}")
+    focus = qfocus if qfocus is not None and qfocus.field is not None else analyze_question(body)
+    if focus.field is None:
+        return []
+    values = claimed_values(body, focus)
+    for value in values:
+        if qfocus is not None:  # the value must be the asked field's value in a cited item
+            rows = [i for i in valid if any(_same(focus.kind, value, rv) for rv in _row_values(provided[i], focus))]
+            v.check("field_row", bool(rows), f"'{value}' is stated as {focus.field.name} in {rows[0]}" if rows
+                    else f"'{value}' is not stated as {focus.field.name} in {cite_txt}", rows[0] if rows else None)
+            if not rows:
+                v.unsupported.append(f"'{value}' is not stated as the {focus.field.name} in {cite_txt}")
+        others = _conflicts(value, valid, focus, provided, idx)
+        for o in others:
+            v.check("conflict", False, f"{o} states a different {focus.field.name} than '{value}' {cite_txt}", o)
+            v.conflicts.append(f"conflict: {o} states a different {focus.field.name} than '{value}' in {cite_txt}")
+        if not others:
+            v.check("conflict", True, f"no other evidence states a different {focus.field.name} than '{value}'")
+    return values
 
 
 def _short(s: str, n: int = 80) -> str:
