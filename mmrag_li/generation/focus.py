@@ -171,12 +171,18 @@ def analyze_question(question: str) -> QuestionFocus:
     """
     q = normalize_unicode(question or "").strip()
     f = QuestionFocus(question=q)
-    for name in _FIELD_ORDER:
-        spec = FIELDS[name]
-        if any(p.search(q) for p in spec.asks):
-            if name == "total" and _COUNT_RE.search(q):
-                continue
-            f.field, f.kind = spec, spec.kind
+    # A trailing "(...)" is context the chat engine appended ("when was it issued? (invoice total)"):
+    # the asked field comes from the question itself, the context only if the question names none.
+    main = re.sub(r"\s*\([^()]*\)\s*$", "", q)
+    for text in dict.fromkeys((main, q)):
+        for name in _FIELD_ORDER:
+            spec = FIELDS[name]
+            if any(p.search(text) for p in spec.asks):
+                if name == "total" and _COUNT_RE.search(text):
+                    continue
+                f.field, f.kind = spec, spec.kind
+                break
+        if f.field is not None:
             break
     if f.kind is None and _COUNT_RE.search(q):
         f.kind = "count"
