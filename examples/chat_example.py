@@ -43,8 +43,9 @@ def show(resp) -> None:
             page = f", page {ev['page']}" if ev.get("page") is not None else ""
             print(f"  [{ev['id']}] {ev['source']}{page}  (asset {ev['asset_id'][:12]}, score {ev['score']})")
     print(f"  verified={meta.get('verified')}  timings={meta.get('timings')}")
-    if meta.get("verification"):
-        print(f"  verification: {meta['verification']}")
+    reasons = (meta.get("verification") or {}).get("reasons")
+    if reasons:
+        print(f"  verification: {'; '.join(reasons)}")
 
 
 def main() -> int:

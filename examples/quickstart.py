@@ -1,15 +1,18 @@
-"""Ingest a folder, search it, and ask a cited question: the whole library in 30 lines.
+"""Ingest a folder, search it, and ask a cited question: the whole library in 50 lines.
 
     python examples/quickstart.py [FOLDER] [--store DIR]
 
-Runs offline with the packaged models; set OPENAI_API_KEY (and use configs/openai.yaml) or pass
+Runs offline with the packaged models; set OPENAI_API_KEY (and use --config openai) or pass
 --llm-base-url for generated rather than extractive answers.
 """
 
 import argparse
 from pathlib import Path
 
-from mmrag_li import MultiModalRAG
+from llama_index.core.postprocessor import SimilarityPostprocessor
+from llama_index.core.prompts import PromptTemplate
+
+from mmrag_li import MultiModalRAG, VerifiedCitationQueryEngine
 
 HERE = Path(__file__).resolve().parent
 
@@ -38,6 +41,16 @@ def main() -> None:
     print(f"\nQ: {question}\nA: {response}\nverified={meta['verified']} citations={meta['citation_ids']}")
     for item in meta["evidence"]:
         print(f"  [{item['id']}] {Path(item['source']).name} page={item['page']}")
+
+    # The same engine built by hand, with a LlamaIndex node postprocessor and a prompt of our own.
+    engine = VerifiedCitationQueryEngine.from_defaults(
+        rag.as_retriever(), settings=rag.settings, llm_base_url=args.llm_base_url,
+        node_postprocessors=[SimilarityPostprocessor(similarity_cutoff=0.01)])
+    engine.update_prompts({"system_prompt": PromptTemplate(
+        "You answer for the ACME archive from the evidence only. Cite every fact like [E1].")})
+    print(f"\nprompts: {', '.join(engine.get_prompts())}")
+    response = engine.query(question)
+    print(f"A: {response}\nverification: {response.metadata['verification'].get('reasons') or 'ok'}")
     rag.close()
 
 

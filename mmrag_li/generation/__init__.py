@@ -4,7 +4,9 @@ Import cost is kept low: LlamaIndex core only; the OpenAI clients and the senten
 when used.
 """
 
-from mmrag_li.generation.chat_engine import MultiModalChatEngine
+from mmrag_li.generation.answer_guard import sanitize_answer
+from mmrag_li.generation.chat_engine import VerifiedCitationChatEngine
+from mmrag_li.generation.events import VerifyEndEvent, VerifyStartEvent
 from mmrag_li.generation.evidence import EvidenceItem, build_evidence, make_thumbnail, neutralize
 from mmrag_li.generation.extractive import ExtractiveAnswerer
 from mmrag_li.generation.llms import build_llm
@@ -14,9 +16,10 @@ from mmrag_li.generation.prompts import (
     I_DONT_KNOW,
     STRICT_SYSTEM_PROMPT,
     SYSTEM_PROMPT,
+    CitationPrompts,
     build_messages,
 )
-from mmrag_li.generation.query_engine import CitationQueryEngine
+from mmrag_li.generation.query_engine import VerifiedCitationQueryEngine
 from mmrag_li.generation.tools import (
     QA_TOOL_NAME,
     SEARCH_TOOL_NAME,
@@ -28,9 +31,8 @@ from mmrag_li.generation.verify import Verification, verify_answer
 
 __all__ = [
     "CANNOT_VERIFY",
-    "CitationQueryEngine",
+    "CitationPrompts",
     "CitedQueryEngineTool",
-    "MultiModalChatEngine",
     "QA_TOOL_NAME",
     "SEARCH_TOOL_NAME",
     "EXTRACTIVE_PREFIX",
@@ -40,6 +42,10 @@ __all__ = [
     "STRICT_SYSTEM_PROMPT",
     "SYSTEM_PROMPT",
     "Verification",
+    "VerifiedCitationChatEngine",
+    "VerifiedCitationQueryEngine",
+    "VerifyEndEvent",
+    "VerifyStartEvent",
     "build_evidence",
     "build_llm",
     "build_messages",
@@ -47,5 +53,6 @@ __all__ = [
     "make_tools",
     "rank_assets",
     "neutralize",
+    "sanitize_answer",
     "verify_answer",
 ]

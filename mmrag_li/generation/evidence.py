@@ -7,7 +7,9 @@ in that order and numbered ``E1..Ek`` (stable within one response). Each item ca
 * a thumbnail of its image (downscaled JPEG, ``LLMConfig.thumbnail_px``) as an ``ImageBlock``,
 * the caption, an OCR snippet compressed to the lines most related to the question (order kept,
   length capped), the text chunks (compressed the same way), and
-* source file name and page, for the citation.
+* source file name and page, for the citation, and
+* ``snippet`` / ``regions``: the lines that match the question, as in search results
+  (`mmrag_li.retrieval.regions`); `citation_records` narrows them to the lines the answer relied on.
 
 Evidence text is DATA. `render_open`/`render_body` wrap each item in
 ``<evidence id="E1" source="..." page="..."> ... </evidence>`` and `neutralize` rewrites anything
@@ -30,6 +32,9 @@ from llama_index.core.base.llms.types import ImageBlock
 from llama_index.core.schema import ImageNode, NodeWithScore
 
 from mmrag_li.generation._text import lexical_scores, split_sentences
+from mmrag_li.generation.lookalikes import sub_folded
+from mmrag_li.retrieval.regions import match_lines, mark_terms, node_lines, query_terms, region, regions_for_nodes
+from mmrag_li.retrieval.regions import snippet_for_nodes
 from mmrag_li.schema import CAPTION, CROP, IMAGE, OCR, PAGE, TEXT
 
 logger = logging.getLogger(__name__)
@@ -51,13 +56,21 @@ def neutralize(text: str) -> str:
 
     ``</evidence>`` becomes ``‹/evidence›``, ``<|im_start|>`` becomes ``‹|im_start|›`` and a
     citation-looking ``[E3]`` inside a document becomes ``⟦E3⟧``. Ordinary text is untouched.
+
+    Look-alikes are caught too: matching runs on the `lookalikes.fold` skeleton (NFKD, format
+    characters such as zero-width spaces and soft hyphens removed, Cyrillic/Greek letters and
+    full-width or angle brackets mapped to ASCII), and a match's whole original span is replaced
+    by its neutral ASCII form, so ``＜/еvi\u200bdence＞`` becomes ``‹/evidence›``.
+
+    Args:
+        text: evidence text (document text, OCR, caption).
     """
     if not text:
         return ""
-    text = _TAG_RE.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
-    text = _ENTITY_TAG_RE.sub(lambda m: "‹" + m.group(0)[m.group(0).index(";") + 1:], text)
-    text = _SPECIAL_TOKEN_RE.sub(lambda m: "‹|" + m.group(1) + "|›", text)
-    text = _CITE_LIKE_RE.sub(lambda m: "⟦" + m.group(1) + "⟧", text)
+    text = sub_folded(_TAG_RE, lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
+    text = sub_folded(_ENTITY_TAG_RE, lambda m: "‹" + m.group(0)[m.group(0).index(";") + 1:], text)
+    text = sub_folded(_SPECIAL_TOKEN_RE, lambda m: "‹|" + m.group(1) + "|›", text)
+    text = sub_folded(_CITE_LIKE_RE, lambda m: "⟦" + m.group(1) + "⟧", text)
     return text
 
 
@@ -177,6 +190,8 @@ class EvidenceItem:
     texts: List[str] = field(default_factory=list)
     text_snippets: List[str] = field(default_factory=list)
     nodes: List[NodeWithScore] = field(default_factory=list)
+    snippet: str = ""
+    regions: List[Dict[str, Any]] = field(default_factory=list)
 
     @property
     def node_ids(self) -> List[str]:
@@ -238,6 +253,8 @@ class EvidenceItem:
             "node_ids": self.node_ids,
             "score": self.score,
             "has_image": self.has_image,
+            "snippet": self.snippet,
+            "regions": list(self.regions),
         }
 
 
@@ -297,6 +314,7 @@ def build_evidence(
         captions: List[str] = []
         ocrs: List[str] = []
         texts: List[str] = []
+        pictures: List[str] = []  # text a page/image node carries (its text layer or OCR)
         for nws in group:
             node = nws.node
             meta = node.metadata or {}
@@ -313,7 +331,7 @@ def build_evidence(
                     if thumbnails and src is not None:
                         item.thumbnail = make_thumbnail(src, thumbnail_px)
                 if content:
-                    texts.append(content)
+                    pictures.append(content)
             elif mod == CAPTION:
                 captions.append(content)
             elif mod == OCR:
@@ -326,9 +344,85 @@ def build_evidence(
             item.modality = _modality(group[0].node)
         item.caption = " ".join(dict.fromkeys(c for c in captions if c))
         item.ocr_text = "\n".join(dict.fromkeys(o for o in ocrs if o))
+        covered = [_flat(t) for t in ocrs + texts if t]
+        # a picture's text is used only when no OCR/text node of the item already says it
+        texts += [p for p in pictures if not any(c and c in _flat(p) for c in covered)]
         item.texts = list(dict.fromkeys(t for t in texts if t and t not in ocrs and t not in captions))
+        item.snippet = snippet_for_nodes(group, question, page) if question else ""
+        item.regions = regions_for_nodes(group, question, page, image_match=False) if question else []
         item.ocr_snippet = compress_text(item.ocr_text, question, ocr_chars, by="line")
         per_text = max(200, text_chars // max(1, len(item.texts))) if item.texts else text_chars
         item.text_snippets = [compress_text(t, question, per_text, by="sentence") for t in item.texts]
         items.append(item)
     return items
+
+
+def _flat(text: str) -> str:
+    return " ".join((text or "").split())
+
+
+# ---------------------------------------------------------------------------------------------
+# Citations that resolve.
+
+_CITATION = re.compile(r"\[([^\[\]]*?\bE\d+\b[^\[\]]*?)\]")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def claims_citing(answer: str, evidence_id: str) -> str:
+    """The sentences of ``answer`` that cite ``evidence_id`` (citations removed), "" when none does.
+
+    Args:
+        answer: the answer text with ``[E#]`` citations.
+        evidence_id: e.g. "E2".
+    """
+    want = re.compile(r"\b" + re.escape(evidence_id) + r"\b")
+    out = []
+    for sent in _SENTENCE_END.split(answer or ""):
+        if any(want.search(m.group(1)) for m in _CITATION.finditer(sent)):
+            out.append(_CITATION.sub(" ", sent).strip())
+    return " ".join(s for s in out if s)
+
+
+def relied_lines(item: EvidenceItem, claim: str, min_score: float = 0.5) -> List[Dict[str, Any]]:
+    """Regions of the lines of ``item`` that ``claim`` quotes or relies on: lines holding at least
+    ``min_score`` of the claim's terms (numbers count double), best first; [] when none qualifies.
+
+    Args:
+        item: an evidence item (its nodes' OCR words / text-layer lines are searched).
+        claim: the answer sentence(s) citing it.
+        min_score: the least line score (see `mmrag_li.retrieval.regions.line_score`).
+    """
+    lines = [ln for n in item.nodes for ln in node_lines(n)]
+    found = [ln for ln in match_lines(lines, claim) if ln.score >= min_score]
+    return [region(ln.page, ln.bbox, ln.text, ln.kind, ln.score) for ln in found[:3]]
+
+
+def citation_records(evidence: Sequence[EvidenceItem], answer: str, citation_ids: Sequence[str]
+                     ) -> List[Dict[str, Any]]:
+    """``Response.metadata["citations"]``: one object per cited evidence id, in citation order:
+    ``{"id", "asset_id", "source", "page", "snippet", "regions"}``. ``regions`` are the lines the
+    answer's sentences citing that id quote or rely on when they can be found in the item's OCR /
+    text layer (``snippet`` then shows them, claim terms marked «…»), else the item's own regions
+    and snippet (the lines matching the question). Unknown ids are skipped.
+
+    Args:
+        evidence: the evidence items the answer was written from.
+        answer: the answer text with ``[E#]`` citations.
+        citation_ids: the cited ids (e.g. ``Verification.citations``).
+    """
+    by_id = {e.id: e for e in evidence}
+    out: List[Dict[str, Any]] = []
+    for cid in dict.fromkeys(citation_ids):
+        item = by_id.get(cid)
+        if item is None:
+            continue
+        claim = claims_citing(answer, cid)
+        relied = relied_lines(item, claim) if claim else []
+        if relied:
+            terms = query_terms(claim)
+            snippet = " … ".join(dict.fromkeys(mark_terms(r["text"], terms) for r in relied[:2]))
+        else:
+            snippet, relied = item.snippet, list(item.regions)
+        out.append({"id": cid, "asset_id": item.asset_id, "source": item.source, "page": item.page,
+                    "snippet": snippet, "regions": relied})
+    return out

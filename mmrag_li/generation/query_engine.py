@@ -1,39 +1,40 @@
-"""Citation-enforcing query engine over a multimodal chat LLM (or the offline extractive answerer).
+"""`VerifiedCitationQueryEngine`: answers only from retrieved multimodal evidence, with checked [E#] citations.
 
-Flow per query::
+Flow per query (each step observable, each step replaceable)::
 
-    retrieve -> evidence E1..Ek (thumbnails, caption, compressed OCR, text)
-             -> messages (system policy + interleaved text/image blocks)
-             -> LLM (or extractive) -> verify
-             -> not verified: one retry with the stricter prompt and the checker's reasons
-             -> still not verified: "I cannot verify an answer from the evidence." + reasons
+    retrieve     retriever -> tenant guard -> node_postprocessors          (span, CBEventType.RETRIEVE)
+    synthesize   evidence E1..Ek (thumbnails, caption, compressed OCR, text)
+                 -> messages rendered from the engine's PromptTemplates (get_prompts/update_prompts)
+                 -> LLM (or the offline extractive answerer)            (span, SynthesizeStart/EndEvent,
+                                                                          CBEventType.SYNTHESIZE)
+    verify       verifier(answer, evidence) -> Verification             (span, VerifyStart/EndEvent)
+                 not verified: one retry with the stricter prompt and the checker's reasons;
+                 still not: "I cannot verify an answer from the evidence." + reasons
 
-When the evidence holds more images than ``max_images_per_call``, it is split into rounds; each
-round gets a partial cited answer (checked against that round's items) and one text-only merge
-call combines the verified partials, keeping citations. If the merge cannot be verified the
-verified partial answers themselves are returned.
+When the evidence holds more images than ``max_images_per_call`` it is split into rounds whose
+verified partial answers are merged (see `mmrag_li.generation.answer_flow`).
 
-Streaming (``streaming=True``): the response is a ``StreamingResponse`` whose generator yields the
-LLM's tokens as they arrive; verification runs when the stream has been consumed, updates
-``response.metadata`` in place ("verified", "verification", "citations", ...) and, if the answer
-fails, the generator yields a final "[Unverified: ...]" note. There is no retry while streaming
-(tokens already shown cannot be taken back); use non-streaming queries where only verified text
-may reach the user.
+``Response.metadata``: "citations" ({id, asset_id, source, page, snippet, regions} per cited id),
+"citation_ids", "verified", "answered", "verification" (``Verification.to_dict()``), "evidence"
+(every item, marked "cited"), "timings", "extractive", "attempts", "rounds".
+
+Streaming (``streaming=True``): a ``StreamingResponse`` yields the LLM's tokens as they arrive;
+verification runs when the stream has been consumed and updates ``response.metadata`` in place;
+an unverified answer gets a final "[Unverified: ...]" note. There is no retry while streaming;
+use non-streaming queries where only verified text may reach the user.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, AsyncGenerator, Dict, Generator, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+import llama_index.core.instrumentation as instrument
+from llama_index.core import Settings as LlamaSettings
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.base_retriever import BaseRetriever
-from llama_index.core.base.llms.types import ChatMessage, ImageBlock
+from llama_index.core.base.llms.types import ImageBlock
 from llama_index.core.base.response.schema import (
     RESPONSE_TYPE,
     AsyncStreamingResponse,
@@ -41,43 +42,72 @@ from llama_index.core.base.response.schema import (
     StreamingResponse,
 )
 from llama_index.core.callbacks.base import CallbackManager
+from llama_index.core.callbacks.schema import CBEventType, EventPayload
+from llama_index.core.instrumentation.events.synthesis import SynthesizeEndEvent, SynthesizeStartEvent
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.prompts import BasePromptTemplate
+from llama_index.core.prompts.mixin import PromptMixin
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from mmrag_li.config import LLMConfig, Settings
+from mmrag_li.generation.answer_flow import (
+    AnswerFlow,
+    Outcome,
+    accepts_keyword,
+    attempt,
+    drive_async,
+    drive_sync,
+    no_evidence_verification,
+    ordered_sources,
+    pending_metadata,
+    response_metadata,
+    settle,
+    split_rounds,
+    verification_dict,
+    write_query_log,
+)
+from mmrag_li.generation.events import VerifyEndEvent, VerifyStartEvent
 from mmrag_li.generation.evidence import EvidenceItem, build_evidence, make_thumbnail
 from mmrag_li.generation.extractive import ExtractiveAnswerer
-from mmrag_li.generation.prompts import (
-    CANNOT_VERIFY,
-    I_DONT_KNOW,
-    PARTIAL_SYSTEM_PROMPT,
-    build_merge_messages,
-    build_messages,
+from mmrag_li.generation.prompts import I_DONT_KNOW, CitationPrompts, as_template, build_messages
+from mmrag_li.generation.streaming import (
+    astream_tokens,
+    awhole_stream,
+    stream_tokens,
+    verifying_finisher,
+    whole_stream,
 )
 from mmrag_li.generation.verify import Verification, verify_answer
 
 logger = logging.getLogger(__name__)
+dispatcher = instrument.get_dispatcher(__name__)
 
-_LOG_LOCK = threading.Lock()
-
-
-@dataclass
-class _Outcome:
-    answer: str
-    verification: Verification
-    attempts: List[Dict[str, Any]] = field(default_factory=list)
-    rounds: int = 1
+Verifier = Callable[..., Verification]
 
 
-def _text_of(chat_response: Any) -> str:
-    msg = getattr(chat_response, "message", None)
-    content = getattr(msg, "content", None) if msg is not None else None
-    return (content if content is not None else str(chat_response or "")).strip()
+class VerifiedCitationQueryEngine(BaseQueryEngine):
+    """Answers only from retrieved evidence, with [E#] citations that a verifier checks.
 
+    Build it with `from_defaults`. ``llm=None`` means the offline `ExtractiveAnswerer`.
 
-class CitationQueryEngine(BaseQueryEngine):
-    """Answers only from retrieved evidence, with [E#] citations that are checked.
-
-    Build with `from_defaults`. ``llm=None`` means the offline `ExtractiveAnswerer`.
+    Args:
+        retriever: any LlamaIndex ``BaseRetriever`` (or an object with ``retrieve``/``aretrieve``).
+        llm: a LlamaIndex chat LLM (multimodal for image evidence), or None for extractive answers.
+        evidence_k: evidence items (assets/pages) shown to the LLM.
+        max_images_per_call: images per LLM call; more are split into rounds and merged.
+        thumbnail_px: longest side of the evidence thumbnails.
+        streaming: return streaming responses.
+        log_path: append one JSON line per query here.
+        extractive: the offline answerer used when ``llm`` is None.
+        retry: one stricter retry when the check fails.
+        ocr_chars: OCR characters kept per evidence item.
+        text_chars: text characters kept per evidence item.
+        callback_manager: LlamaIndex callback manager (default ``llama_index.core.Settings``').
+        node_postprocessors: applied in order to the retrieved nodes before evidence is built.
+        verifier: ``verifier(answer, evidence, **kw) -> Verification`` (default `verify_answer`);
+            it also gets ``system_prompts=`` (the rendered system prompts) and ``question=`` when it
+            accepts those keywords. LLM answers are then passed through `sanitize_answer`.
+        prompts: a `CitationPrompts` or ``{key: PromptTemplate | str}`` overriding the defaults.
     """
 
     def __init__(
@@ -95,7 +125,14 @@ class CitationQueryEngine(BaseQueryEngine):
         ocr_chars: int = 700,
         text_chars: int = 1200,
         callback_manager: Optional[CallbackManager] = None,
+        node_postprocessors: Optional[Sequence[BaseNodePostprocessor]] = None,
+        verifier: Optional[Verifier] = None,
+        prompts: Optional[CitationPrompts | Mapping[str, BasePromptTemplate | str]] = None,
     ) -> None:
+        callback_manager = callback_manager or LlamaSettings.callback_manager
+        self._node_postprocessors: List[BaseNodePostprocessor] = list(node_postprocessors or [])
+        for pp in self._node_postprocessors:
+            pp.callback_manager = callback_manager
         super().__init__(callback_manager=callback_manager)
         self._retriever = retriever
         self._llm = llm
@@ -108,6 +145,13 @@ class CitationQueryEngine(BaseQueryEngine):
         self.retry = retry
         self.ocr_chars = ocr_chars
         self.text_chars = text_chars
+        self._verifier: Verifier = verifier or verify_answer
+        self._verifier_takes_prompts = accepts_keyword(self._verifier, "system_prompts")
+        self._verifier_takes_question = accepts_keyword(self._verifier, "question")
+        if isinstance(prompts, CitationPrompts):
+            self._prompts = prompts
+        else:
+            self._prompts = CitationPrompts().updated(prompts or {})
 
     @classmethod
     def from_defaults(
@@ -123,16 +167,38 @@ class CitationQueryEngine(BaseQueryEngine):
         extractive: Optional[ExtractiveAnswerer] = None,
         retry: bool = True,
         callback_manager: Optional[CallbackManager] = None,
+        node_postprocessors: Optional[Sequence[BaseNodePostprocessor]] = None,
+        verifier: Optional[Verifier] = None,
+        text_qa_template: Optional[BasePromptTemplate | str] = None,
+        prompts: Optional[Mapping[str, BasePromptTemplate | str]] = None,
         **kwargs: Any,
-    ) -> "CitationQueryEngine":
-        """Engine from `Settings` (``settings.llm``): the LLM is built with `build_llm` unless
-        given; ``llm_base_url`` points it at a local OpenAI-compatible server."""
+    ) -> "VerifiedCitationQueryEngine":
+        """Engine from `Settings` (``settings.llm``).
+
+        Args:
+            retriever: any LlamaIndex retriever (e.g. ``FusionRetriever``).
+            settings: project settings; ``settings.llm`` gives the backend, evidence_k,
+                max_images_per_call and thumbnail_px.
+            llm: the chat LLM; built with `build_llm` from ``settings.llm`` when None and a
+                generative backend (or a base URL) is configured.
+            evidence_k: overrides ``settings.llm.evidence_k``.
+            llm_base_url: a local OpenAI-compatible server for the LLM.
+            streaming, log_path, extractive, retry, callback_manager, node_postprocessors,
+            verifier: as in the constructor.
+            text_qa_template: the citation policy (system prompt); same as
+                ``prompts={"system_prompt": ...}``.
+            prompts: ``{key: template}`` for any key of `CitationPrompts`.
+            **kwargs: other constructor arguments (max_images_per_call, thumbnail_px, ocr_chars...).
+        """
         settings = settings or Settings()
         cfg: LLMConfig = settings.llm
         if llm is None and (cfg.backend != "extractive" or cfg.api_base or llm_base_url):
             from mmrag_li.generation.llms import build_llm
 
             llm = build_llm(cfg, base_url=llm_base_url)
+        overrides: Dict[str, Any] = dict(prompts or {})
+        if text_qa_template is not None:
+            overrides["system_prompt"] = text_qa_template
         return cls(
             retriever,
             llm,
@@ -144,198 +210,137 @@ class CitationQueryEngine(BaseQueryEngine):
             extractive=extractive,
             retry=retry,
             callback_manager=callback_manager,
+            node_postprocessors=node_postprocessors,
+            verifier=verifier,
+            prompts=overrides,
             **kwargs,
         )
 
     # -- PromptMixin ---------------------------------------------------------------------------
-    def _get_prompts(self) -> Dict[str, Any]:
-        return {}
+    def _get_prompts(self) -> Dict[str, BasePromptTemplate]:
+        return self._prompts.as_dict()
 
-    def _get_prompt_modules(self) -> Dict[str, Any]:
-        return {}
+    def _get_prompt_modules(self) -> Dict[str, PromptMixin]:
+        return {f"node_postprocessor_{i}": pp for i, pp in enumerate(self._node_postprocessors)
+                if isinstance(pp, PromptMixin)}
 
-    def _update_prompts(self, prompts: Dict[str, Any]) -> None:
-        pass
+    def _update_prompts(self, prompts_dict: Mapping[str, BasePromptTemplate]) -> None:
+        self._prompts = self._prompts.updated({k: as_template(v) for k, v in prompts_dict.items()})
 
+    # -- parts ---------------------------------------------------------------------------------
     @property
     def retriever(self) -> BaseRetriever:
+        """The retriever the engine asks."""
         return self._retriever
 
     @property
     def llm(self) -> Optional[Any]:
+        """The chat LLM, or None (extractive answers)."""
         return self._llm
 
-    # -- steps -----------------------------------------------------------------------------------
+    @property
+    def prompts(self) -> CitationPrompts:
+        """The current templates (change them with ``update_prompts``)."""
+        return self._prompts
+
+    @property
+    def node_postprocessors(self) -> List[BaseNodePostprocessor]:
+        """The node postprocessors, in the order they run."""
+        return list(self._node_postprocessors)
+
+    @property
+    def verifier(self) -> Verifier:
+        """The answer checker."""
+        return self._verifier
+
+    # -- retrieve ------------------------------------------------------------------------------
+    def _allowed_only(self, nodes: List[NodeWithScore]) -> List[NodeWithScore]:
+        """Tenant guard on the answer path: evidence from a collection the retriever does not allow
+        never reaches the LLM or the response, even if a retriever (a custom one, a bug) or a
+        postprocessor returned it."""
+        from mmrag_li.guard import CollectionGuard
+
+        guard = getattr(self._retriever, "guard", None)
+        if not isinstance(guard, CollectionGuard):  # a foreign retriever: its config's allowed_collections
+            guard = CollectionGuard.from_config(getattr(self._retriever, "config", None))
+        if guard.unrestricted:
+            return nodes
+        kept = guard.keep(nodes)
+        if len(kept) != len(nodes):
+            logger.warning("dropped %d retrieved node(s) outside the allowed collections %s",
+                           len(nodes) - len(kept), guard.to_dict()["allowed_collections"])
+        return kept
+
+    # retrieve and aretrieve are sync/async twins (retrieve vs aretrieve, postprocess vs apostprocess).
+    @dispatcher.span
     def retrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
-        return self._retriever.retrieve(query_bundle)
+        """Retrieved nodes after the tenant guard and the node postprocessors.
+
+        Args:
+            query_bundle: the query (text and/or ``image_path``).
+        """
+        with self.callback_manager.event(CBEventType.RETRIEVE,
+                                         payload={EventPayload.QUERY_STR: query_bundle.query_str}) as ev:
+            nodes = self._allowed_only(list(self._retriever.retrieve(query_bundle)))
+            for pp in self._node_postprocessors:
+                nodes = pp.postprocess_nodes(nodes, query_bundle=query_bundle)
+            nodes = self._allowed_only(list(nodes))
+            ev.on_end(payload={EventPayload.NODES: nodes})
+        return nodes
+
+    @dispatcher.span
+    async def aretrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
+        """Async twin of `retrieve`."""
+        with self.callback_manager.event(CBEventType.RETRIEVE,
+                                         payload={EventPayload.QUERY_STR: query_bundle.query_str}) as ev:
+            nodes = self._allowed_only(list(await self._retriever.aretrieve(query_bundle)))
+            for pp in self._node_postprocessors:
+                nodes = await pp.apostprocess_nodes(nodes, query_bundle=query_bundle)
+            nodes = self._allowed_only(list(nodes))
+            ev.on_end(payload={EventPayload.NODES: nodes})
+        return nodes
 
     def build_evidence(self, nodes: Sequence[NodeWithScore], question: str) -> List[EvidenceItem]:
+        """Numbered evidence items E1..Ek from the nodes (thumbnails only when an LLM will see them).
+
+        Args:
+            nodes: retrieved (and postprocessed) nodes, best first.
+            question: the question (OCR/text are compressed towards it).
+        """
         return build_evidence(nodes, question, k=self.evidence_k, thumbnail_px=self.thumbnail_px,
                               thumbnails=self._llm is not None, ocr_chars=self.ocr_chars,
                               text_chars=self.text_chars)
 
+    # -- verify --------------------------------------------------------------------------------
+    @dispatcher.span
+    def verify(self, answer: str, evidence: Sequence[EvidenceItem], question: Optional[str] = None) -> Verification:
+        """Check ``answer`` against ``evidence`` with the engine's verifier (emits VerifyStart/EndEvent).
+
+        Args:
+            answer: the answer text with [E#] citations.
+            evidence: the evidence items it may cite.
+            question: the question (passed on when the verifier takes a ``question`` keyword).
+        """
+        dispatcher.event(VerifyStartEvent(answer=answer or "", evidence_ids=[e.id for e in evidence]))
+        kwargs: Dict[str, Any] = {}
+        if self._verifier_takes_prompts:
+            kwargs["system_prompts"] = self._prompts.system_texts()
+        if question is not None and self._verifier_takes_question:
+            kwargs["question"] = question
+        ver = self._verifier(answer, evidence, **kwargs)
+        dispatcher.event(VerifyEndEvent(answer=answer or "", verified=getattr(ver, "verified", None),
+                                        verification=verification_dict(ver)))
+        return ver
+
+    # -- synthesize ----------------------------------------------------------------------------
     def _query_image(self, qb: QueryBundle) -> Optional[ImageBlock]:
         if self._llm is None or not getattr(qb, "image_path", None):
             return None
         return make_thumbnail(qb.image_path, self.thumbnail_px)
 
-    def _rounds(self, evidence: Sequence[EvidenceItem]) -> List[List[EvidenceItem]]:
-        if sum(1 for e in evidence if e.has_image) <= self.max_images_per_call:
-            return [list(evidence)]
-        rounds: List[List[EvidenceItem]] = [[]]
-        n_img = 0
-        for item in evidence:
-            if item.has_image and n_img >= self.max_images_per_call:
-                rounds.append([])
-                n_img = 0
-            rounds[-1].append(item)
-            n_img += int(item.has_image)
-        return rounds
-
-    def _flow(self, question: str, evidence: List[EvidenceItem], query_image: Optional[ImageBlock]
-              ) -> Generator[List[ChatMessage], str, _Outcome]:
-        """The LLM conversation as a generator: yields message lists, receives answer texts.
-        The sync and async drivers differ only in how they call the LLM."""
-        attempts: List[Dict[str, Any]] = []
-        rounds = self._rounds(evidence)
-        if len(rounds) == 1:
-            answer = yield build_messages(question, evidence, query_image=query_image)
-            ver = verify_answer(answer, evidence)
-            attempts.append({"kind": "answer", "answer": answer, "verified": ver.verified, "reasons": ver.reasons})
-            if not ver.verified and self.retry:
-                answer = yield build_messages(question, evidence, strict=True, feedback=ver.reasons,
-                                              query_image=query_image)
-                ver = verify_answer(answer, evidence)
-                attempts.append({"kind": "retry", "answer": answer, "verified": ver.verified,
-                                 "reasons": ver.reasons})
-            return self._settle(answer, ver, attempts, 1)
-
-        partials: List[str] = []
-        partial_reasons: List[str] = []
-        for i, part in enumerate(rounds, 1):
-            ans = yield build_messages(question, part, query_image=query_image, system_prompt=PARTIAL_SYSTEM_PROMPT)
-            ver = verify_answer(ans, part)
-            attempts.append({"kind": f"round{i}", "answer": ans, "verified": ver.verified, "reasons": ver.reasons})
-            if ver.verified and ver.answered:
-                partials.append(ans)
-            elif not ver.verified:
-                partial_reasons += [f"round {i}: {r}" for r in ver.reasons]
-        if not partials:
-            if partial_reasons:
-                return self._settle("", Verification(verified=False, reasons=partial_reasons), attempts, len(rounds))
-            return self._settle(I_DONT_KNOW, verify_answer(I_DONT_KNOW, evidence), attempts, len(rounds))
-        if len(partials) == 1:
-            return self._settle(partials[0], verify_answer(partials[0], evidence), attempts, len(rounds))
-        merged = yield build_merge_messages(question, partials, evidence)
-        ver = verify_answer(merged, evidence)
-        attempts.append({"kind": "merge", "answer": merged, "verified": ver.verified, "reasons": ver.reasons})
-        if not ver.verified and self.retry:
-            merged = yield build_merge_messages(question, partials, evidence, feedback=ver.reasons)
-            ver = verify_answer(merged, evidence)
-            attempts.append({"kind": "merge_retry", "answer": merged, "verified": ver.verified,
-                             "reasons": ver.reasons})
-        if not ver.verified:
-            joined = "\n".join(partials)
-            jver = verify_answer(joined, evidence)
-            if jver.verified:
-                return self._settle(joined, jver, attempts, len(rounds))
-        return self._settle(merged, ver, attempts, len(rounds))
-
-    @staticmethod
-    def _settle(answer: str, ver: Verification, attempts: List[Dict[str, Any]], rounds: int) -> _Outcome:
-        if ver.verified:
-            return _Outcome(answer=answer.strip(), verification=ver, attempts=attempts, rounds=rounds)
-        reasons = "; ".join(ver.reasons) or "unknown reason"
-        failed = Verification(verified=False, reasons=list(ver.reasons), citations=[], unknown_ids=ver.unknown_ids,
-                              unsupported=ver.unsupported, uncited=ver.uncited, answered=False,
-                              prompt_leak=ver.prompt_leak)
-        return _Outcome(answer=f"{CANNOT_VERIFY} Reasons: {reasons}", verification=failed, attempts=attempts,
-                        rounds=rounds)
-
-    # -- response assembly ---------------------------------------------------------------------
-    def _response(self, qb: QueryBundle, nodes: List[NodeWithScore], evidence: List[EvidenceItem],
-                  outcome: _Outcome, timings: Dict[str, float]) -> Response:
-        meta = self._metadata(evidence, outcome, timings)
-        resp = Response(response=outcome.answer, source_nodes=self._ordered_sources(nodes, evidence, meta),
-                        metadata=meta)
-        self._log(qb, nodes, evidence, outcome.answer, meta)
-        return resp
-
-    def _metadata(self, evidence: List[EvidenceItem], outcome: _Outcome, timings: Dict[str, float]) -> Dict[str, Any]:
-        by_id = {e.id: e for e in evidence}
-        cited = [i for i in outcome.verification.citations if i in by_id]
-        return {
-            "citations": list(dict.fromkeys(by_id[i].asset_id for i in cited)),
-            "citation_ids": cited,
-            "verified": outcome.verification.verified,
-            "answered": outcome.verification.answered,
-            "verification": list(outcome.verification.reasons),
-            "evidence": [e.to_dict() for e in evidence],
-            "timings": {k: round(v, 4) for k, v in timings.items()},
-            "extractive": self._llm is None,
-            "attempts": outcome.attempts,
-            "rounds": outcome.rounds,
-        }
-
-    @staticmethod
-    def _ordered_sources(nodes: List[NodeWithScore], evidence: List[EvidenceItem],
-                         meta: Dict[str, Any]) -> List[NodeWithScore]:
-        by_id = {e.id: e for e in evidence}
-        out: List[NodeWithScore] = []
-        seen = set()
-        for eid in meta.get("citation_ids", []):
-            for n in by_id[eid].nodes:
-                if id(n) not in seen:
-                    seen.add(id(n))
-                    out.append(n)
-        for n in nodes:
-            if id(n) not in seen:
-                seen.add(id(n))
-                out.append(n)
-        return out
-
-    def _log(self, qb: QueryBundle, nodes: List[NodeWithScore], evidence: List[EvidenceItem], answer: str,
-             meta: Dict[str, Any]) -> None:
-        if not self.log_path:
-            return
-        record = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "question": qb.query_str,
-            "image_path": getattr(qb, "image_path", None),
-            "retrieved": [{"node_id": n.node.node_id, "asset_id": (n.node.metadata or {}).get("asset_id"),
-                           "score": n.score} for n in nodes],
-            "evidence": [{"id": e.id, "asset_id": e.asset_id, "source": e.source, "page": e.page,
-                          "score": e.score} for e in evidence],
-            "answer": answer,
-            "citations": meta.get("citations"),
-            "citation_ids": meta.get("citation_ids"),
-            "verified": meta.get("verified"),
-            "verification": meta.get("verification"),
-            "timings": meta.get("timings"),
-            "extractive": meta.get("extractive"),
-            "attempts": len(meta.get("attempts") or []),
-        }
-        try:
-            os.makedirs(os.path.dirname(os.path.abspath(self.log_path)), exist_ok=True)
-            line = json.dumps(record, ensure_ascii=False, default=str)
-            with _LOG_LOCK, open(self.log_path, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
-        except OSError as exc:  # logging must never fail a query
-            logger.warning("could not write query log %s: %s", self.log_path, exc)
-
-    # -- shared prologue / epilogue ------------------------------------------------------------
-    def _visible(self, nodes: List[NodeWithScore]) -> List[NodeWithScore]:
-        """Tenant guard on the answer path: evidence from a collection the retriever does not allow
-        never reaches the LLM or the response, even if a retriever (a custom one, a bug) returned it."""
-        cfg = getattr(self._retriever, "config", None)
-        allowed = getattr(cfg, "allowed_collections", None)
-        if not allowed:
-            return nodes
-        kept = [n for n in nodes if n.node.metadata.get("collection", "default") in allowed]
-        if len(kept) != len(nodes):
-            logger.warning("dropped %d retrieved node(s) outside the allowed collections %s",
-                           len(nodes) - len(kept), list(allowed))
-        return kept
+    def _flow(self) -> AnswerFlow:
+        return AnswerFlow(self._prompts, self.verify, retry=self.retry,
+                          max_images_per_call=self.max_images_per_call)
 
     def _prepare(self, qb: QueryBundle, nodes: List[NodeWithScore], timings: Dict[str, float]):
         t = time.perf_counter()
@@ -344,173 +349,141 @@ class CitationQueryEngine(BaseQueryEngine):
         timings["prompt_s"] = time.perf_counter() - t
         return evidence, query_image
 
-    def _extractive_outcome(self, qb: QueryBundle, evidence: List[EvidenceItem], timings: Dict[str, float]) -> _Outcome:
+    def _extractive_outcome(self, qb: QueryBundle, evidence: List[EvidenceItem],
+                            timings: Dict[str, float]) -> Outcome:
         t = time.perf_counter()
         answer = self._extractive.answer(qb.query_str, evidence)
         timings["llm_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        ver = verify_answer(answer, evidence)
+        ver = self.verify(answer, evidence, question=qb.query_str)
         timings["verify_s"] = time.perf_counter() - t
-        attempts = [{"kind": "extractive", "answer": answer, "verified": ver.verified, "reasons": ver.reasons}]
-        return self._settle(answer, ver, attempts, 1)
+        return settle(answer, ver, [attempt("extractive", answer, ver)], 1)
 
-    @staticmethod
-    def _no_evidence() -> _Outcome:
-        return _Outcome(answer=I_DONT_KNOW, verification=Verification(verified=True, answered=False,
-                                                                      reasons=["no evidence retrieved"]))
-
-    # -- sync ----------------------------------------------------------------------------------
-    def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        timings: Dict[str, float] = {}
-        t = time.perf_counter()
-        nodes = self._visible(list(self._retriever.retrieve(query_bundle)))
-        timings["retrieval_s"] = time.perf_counter() - t
-        evidence, query_image = self._prepare(query_bundle, nodes, timings)
-        if self.streaming:
-            return self._stream_response(query_bundle, nodes, evidence, query_image, timings)
-        outcome = self._answer_sync(query_bundle, evidence, query_image, timings)
-        return self._response(query_bundle, nodes, evidence, outcome, timings)
-
-    def _answer_sync(self, qb: QueryBundle, evidence: List[EvidenceItem], query_image: Optional[ImageBlock],
-                     timings: Dict[str, float]) -> _Outcome:
+    def _early_outcome(self, qb: QueryBundle, evidence: List[EvidenceItem],
+                       timings: Dict[str, float]) -> Optional[Outcome]:
+        """The outcome when no LLM conversation is needed (no evidence, or extractive)."""
         if not evidence:
             timings.update(llm_s=0.0, verify_s=0.0)
-            return self._no_evidence()
+            return Outcome(answer=I_DONT_KNOW, verification=no_evidence_verification())
         if self._llm is None:
             return self._extractive_outcome(qb, evidence, timings)
-        llm_s = 0.0
-        t_all = time.perf_counter()
-        gen = self._flow(qb.query_str, evidence, query_image)
-        try:
-            msgs = next(gen)
-            while True:
-                t = time.perf_counter()
-                text = _text_of(self._llm.chat(msgs))
-                llm_s += time.perf_counter() - t
-                msgs = gen.send(text)
-        except StopIteration as stop:
-            outcome: _Outcome = stop.value
-        timings["llm_s"] = llm_s
-        timings["verify_s"] = max(0.0, time.perf_counter() - t_all - llm_s)
-        return outcome
-
-    # -- async ---------------------------------------------------------------------------------
-    async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        timings: Dict[str, float] = {}
-        t = time.perf_counter()
-        nodes = self._visible(list(await self._retriever.aretrieve(query_bundle)))
-        timings["retrieval_s"] = time.perf_counter() - t
-        evidence, query_image = self._prepare(query_bundle, nodes, timings)
-        if self.streaming:
-            return self._astream_response(query_bundle, nodes, evidence, query_image, timings)
-        outcome = await self._answer_async(query_bundle, evidence, query_image, timings)
-        return self._response(query_bundle, nodes, evidence, outcome, timings)
-
-    async def _answer_async(self, qb: QueryBundle, evidence: List[EvidenceItem],
-                            query_image: Optional[ImageBlock], timings: Dict[str, float]) -> _Outcome:
-        if not evidence:
-            timings.update(llm_s=0.0, verify_s=0.0)
-            return self._no_evidence()
-        if self._llm is None:
-            return self._extractive_outcome(qb, evidence, timings)
-        llm_s = 0.0
-        t_all = time.perf_counter()
-        gen = self._flow(qb.query_str, evidence, query_image)
-        try:
-            msgs = next(gen)
-            while True:
-                t = time.perf_counter()
-                text = _text_of(await self._llm.achat(msgs))
-                llm_s += time.perf_counter() - t
-                msgs = gen.send(text)
-        except StopIteration as stop:
-            outcome: _Outcome = stop.value
-        timings["llm_s"] = llm_s
-        timings["verify_s"] = max(0.0, time.perf_counter() - t_all - llm_s)
-        return outcome
-
-    # -- streaming -----------------------------------------------------------------------------
-    def _stream_plan(self, qb: QueryBundle, evidence: List[EvidenceItem], query_image: Optional[ImageBlock]
-                     ) -> Optional[List[ChatMessage]]:
-        """Messages to stream, or None when the answer is computed whole (extractive, no evidence,
-        or several rounds) and yielded as one chunk."""
-        if self._llm is None or not evidence or len(self._rounds(evidence)) > 1:
-            return None
-        return build_messages(qb.query_str, evidence, query_image=query_image)
-
-    def _finish_stream(self, qb, nodes, evidence, text, timings, meta, sources, t_llm) -> Optional[str]:
-        timings["llm_s"] = time.perf_counter() - t_llm
-        t = time.perf_counter()
-        ver = verify_answer(text, evidence)
-        timings["verify_s"] = time.perf_counter() - t
-        outcome = _Outcome(answer=text.strip(), verification=ver,
-                           attempts=[{"kind": "stream", "answer": text, "verified": ver.verified,
-                                      "reasons": ver.reasons}])
-        meta.clear()
-        meta.update(self._metadata(evidence, outcome, timings))
-        sources[:] = self._ordered_sources(nodes, evidence, meta)
-        self._log(qb, nodes, evidence, outcome.answer, meta)
-        if not ver.verified:
-            return "\n\n[Unverified: " + "; ".join(ver.reasons) + "]"
         return None
 
-    def _pending_meta(self, evidence: List[EvidenceItem], timings: Dict[str, float]) -> Dict[str, Any]:
-        return {"citations": [], "citation_ids": [], "verified": None, "answered": None,
-                "verification": ["pending: verification runs when the stream has been consumed"],
-                "evidence": [e.to_dict() for e in evidence], "timings": timings,
-                "extractive": self._llm is None, "attempts": [], "rounds": 1}
+    def _response(self, qb: QueryBundle, nodes: List[NodeWithScore], evidence: List[EvidenceItem],
+                  outcome: Outcome, timings: Dict[str, float],
+                  extra_sources: Sequence[NodeWithScore] = ()) -> Response:
+        meta = response_metadata(evidence, outcome, timings, extractive=self._llm is None)
+        sources = ordered_sources(nodes, evidence, meta["citation_ids"]) + list(extra_sources)
+        write_query_log(self.log_path, qb, nodes, evidence, outcome.answer, meta)
+        return Response(response=outcome.answer, source_nodes=sources, metadata=meta)
 
-    def _stream_response(self, qb, nodes, evidence, query_image, timings) -> StreamingResponse:
+    # synthesize and asynthesize are sync/async twins (drive_sync vs drive_async, stream vs astream).
+    @dispatcher.span
+    def synthesize(self, query_bundle: QueryBundle, nodes: List[NodeWithScore],
+                   additional_source_nodes: Optional[Sequence[NodeWithScore]] = None,
+                   *, timings: Optional[Dict[str, float]] = None) -> RESPONSE_TYPE:
+        """Evidence -> LLM (or extractive) -> verified ``Response`` (``StreamingResponse`` when streaming).
+
+        Args:
+            query_bundle: the query.
+            nodes: the retrieved nodes (`retrieve` output).
+            additional_source_nodes: appended to the response's source nodes, not shown to the LLM.
+            timings: a dict to record step timings in (``Response.metadata["timings"]``).
+        """
+        timings = {} if timings is None else timings
+        dispatcher.event(SynthesizeStartEvent(query=query_bundle))
+        with self.callback_manager.event(CBEventType.SYNTHESIZE,
+                                         payload={EventPayload.QUERY_STR: query_bundle.query_str}) as ev:
+            evidence, query_image = self._prepare(query_bundle, nodes, timings)
+            extra = list(additional_source_nodes or [])
+            if self.streaming:
+                resp: RESPONSE_TYPE = self._stream_response(query_bundle, nodes, evidence, query_image, timings,
+                                                            extra)
+            else:
+                outcome = self._early_outcome(query_bundle, evidence, timings)
+                if outcome is None:
+                    outcome = drive_sync(self._flow().run(query_bundle.query_str, evidence, query_image),
+                                         self._llm, timings)
+                resp = self._response(query_bundle, nodes, evidence, outcome, timings, extra)
+            ev.on_end(payload={EventPayload.RESPONSE: resp})
+        dispatcher.event(SynthesizeEndEvent(query=query_bundle, response=resp))
+        return resp
+
+    @dispatcher.span
+    async def asynthesize(self, query_bundle: QueryBundle, nodes: List[NodeWithScore],
+                          additional_source_nodes: Optional[Sequence[NodeWithScore]] = None,
+                          *, timings: Optional[Dict[str, float]] = None) -> RESPONSE_TYPE:
+        """Async twin of `synthesize` (``AsyncStreamingResponse`` when streaming)."""
+        timings = {} if timings is None else timings
+        dispatcher.event(SynthesizeStartEvent(query=query_bundle))
+        with self.callback_manager.event(CBEventType.SYNTHESIZE,
+                                         payload={EventPayload.QUERY_STR: query_bundle.query_str}) as ev:
+            evidence, query_image = self._prepare(query_bundle, nodes, timings)
+            extra = list(additional_source_nodes or [])
+            if self.streaming:
+                resp: RESPONSE_TYPE = await self._astream_response(query_bundle, nodes, evidence, query_image,
+                                                                   timings, extra)
+            else:
+                outcome = self._early_outcome(query_bundle, evidence, timings)
+                if outcome is None:
+                    outcome = await drive_async(self._flow().run(query_bundle.query_str, evidence, query_image),
+                                                self._llm, timings)
+                resp = self._response(query_bundle, nodes, evidence, outcome, timings, extra)
+            ev.on_end(payload={EventPayload.RESPONSE: resp})
+        dispatcher.event(SynthesizeEndEvent(query=query_bundle, response=resp))
+        return resp
+
+    # -- query ---------------------------------------------------------------------------------
+    # _query and _aquery are sync/async twins.
+    def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        with self.callback_manager.event(CBEventType.QUERY,
+                                         payload={EventPayload.QUERY_STR: query_bundle.query_str}) as ev:
+            t = time.perf_counter()
+            nodes = self.retrieve(query_bundle)
+            timings = {"retrieval_s": time.perf_counter() - t}
+            resp = self.synthesize(query_bundle, nodes, timings=timings)
+            ev.on_end(payload={EventPayload.RESPONSE: resp})
+        return resp
+
+    async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        with self.callback_manager.event(CBEventType.QUERY,
+                                         payload={EventPayload.QUERY_STR: query_bundle.query_str}) as ev:
+            t = time.perf_counter()
+            nodes = await self.aretrieve(query_bundle)
+            timings = {"retrieval_s": time.perf_counter() - t}
+            resp = await self.asynthesize(query_bundle, nodes, timings=timings)
+            ev.on_end(payload={EventPayload.RESPONSE: resp})
+        return resp
+
+    # -- streaming -----------------------------------------------------------------------------
+    def _stream_plan(self, qb: QueryBundle, evidence: List[EvidenceItem], query_image: Optional[ImageBlock]):
+        """Messages to stream, or None when the answer is computed whole (extractive, no evidence,
+        or several rounds) and yielded as one chunk."""
+        if self._llm is None or not evidence or len(split_rounds(evidence, self.max_images_per_call)) > 1:
+            return None
+        return build_messages(qb.query_str, evidence, query_image=query_image, prompts=self._prompts)
+
+    # _stream_response and _astream_response are sync/async twins.
+    def _stream_response(self, qb, nodes, evidence, query_image, timings, extra) -> StreamingResponse:
         msgs = self._stream_plan(qb, evidence, query_image)
         if msgs is None:
-            outcome = self._answer_sync(qb, evidence, query_image, timings)
-            resp = self._response(qb, nodes, evidence, outcome, timings)
+            outcome = self._early_outcome(qb, evidence, timings) or drive_sync(
+                self._flow().run(qb.query_str, evidence, query_image), self._llm, timings)
+            return whole_stream(self._response(qb, nodes, evidence, outcome, timings, extra))
+        meta = pending_metadata(evidence, timings, extractive=False)
+        sources = list(nodes) + list(extra)
+        finish = verifying_finisher(self.verify, self.log_path, qb, nodes, evidence, timings, meta, sources, extra)
+        return StreamingResponse(response_gen=stream_tokens(self._llm, msgs, finish), source_nodes=sources,
+                                 metadata=meta)
 
-            def whole() -> Generator[str, None, None]:
-                yield resp.response or ""
-
-            return StreamingResponse(response_gen=whole(), source_nodes=resp.source_nodes, metadata=resp.metadata)
-        meta = self._pending_meta(evidence, timings)
-        sources = list(nodes)
-
-        def gen() -> Generator[str, None, None]:
-            t_llm = time.perf_counter()
-            text = ""
-            for chunk in self._llm.stream_chat(msgs):
-                delta = chunk.delta or ""
-                text += delta
-                if delta:
-                    yield delta
-            note = self._finish_stream(qb, nodes, evidence, text, timings, meta, sources, t_llm)
-            if note:
-                yield note
-
-        return StreamingResponse(response_gen=gen(), source_nodes=sources, metadata=meta)
-
-    def _astream_response(self, qb, nodes, evidence, query_image, timings) -> AsyncStreamingResponse:
+    async def _astream_response(self, qb, nodes, evidence, query_image, timings, extra) -> AsyncStreamingResponse:
         msgs = self._stream_plan(qb, evidence, query_image)
-        meta = self._pending_meta(evidence, timings)
-        sources = list(nodes)
-        engine = self
-
-        async def agen() -> AsyncGenerator[str, None]:
-            if msgs is None:
-                outcome = await engine._answer_async(qb, evidence, query_image, timings)
-                resp = engine._response(qb, nodes, evidence, outcome, timings)
-                meta.clear()
-                meta.update(resp.metadata or {})
-                sources[:] = resp.source_nodes
-                yield resp.response or ""
-                return
-            t_llm = time.perf_counter()
-            text = ""
-            async for chunk in await engine._llm.astream_chat(msgs):
-                delta = chunk.delta or ""
-                text += delta
-                if delta:
-                    yield delta
-            note = engine._finish_stream(qb, nodes, evidence, text, timings, meta, sources, t_llm)
-            if note:
-                yield note
-
-        return AsyncStreamingResponse(response_gen=agen(), source_nodes=sources, metadata=meta)
+        if msgs is None:
+            outcome = self._early_outcome(qb, evidence, timings) or await drive_async(
+                self._flow().run(qb.query_str, evidence, query_image), self._llm, timings)
+            return awhole_stream(self._response(qb, nodes, evidence, outcome, timings, extra))
+        meta = pending_metadata(evidence, timings, extractive=False)
+        sources = list(nodes) + list(extra)
+        finish = verifying_finisher(self.verify, self.log_path, qb, nodes, evidence, timings, meta, sources, extra)
+        return AsyncStreamingResponse(response_gen=astream_tokens(self._llm, msgs, finish), source_nodes=sources,
+                                      metadata=meta)

@@ -1,5 +1,8 @@
 """Agent tools over the multimodal index, usable by LlamaIndex agents (``FunctionAgent``).
 
+Built by `make_tools` from a `VerifiedCitationQueryEngine` (any ``BaseQueryEngine`` works) and a
+retriever:
+
 * ``multimodal_evidence_qa`` (a ``QueryEngineTool``): a cited, verified answer. Its text output
   adds which file/page each cited id refers to and whether the answer was verified, so an agent
   can pass citations on; ``raw_output`` is the engine's ``Response``.
@@ -34,12 +37,19 @@ SEARCH_TOOL_DESCRIPTION = (
 
 
 def format_answer(response: Any) -> str:
-    """Answer text plus the cited sources and the verification status, for an agent to read."""
+    """Answer text plus the cited sources and the verification status, for an agent to read.
+
+    Args:
+        response: a ``Response`` whose metadata has "citations" (objects with their own id, source
+            and page; older engines: "citation_ids" + "evidence") and "verified".
+    """
     text = str(getattr(response, "response", response) or "")
     meta = getattr(response, "metadata", None) or {}
-    cited = set(meta.get("citation_ids") or [])
     lines = [text]
-    srcs = [e for e in meta.get("evidence") or [] if e.get("id") in cited]
+    srcs = [c for c in meta.get("citations") or [] if isinstance(c, dict) and c.get("id")]
+    if not srcs:
+        cited = set(meta.get("citation_ids") or [])
+        srcs = [e for e in meta.get("evidence") or [] if e.get("id") in cited]
     if srcs:
         lines.append("Sources: " + "; ".join(
             f"{e['id']} = {e.get('source')}" + (f" page {e['page']}" if e.get("page") is not None else "")
@@ -50,15 +60,21 @@ def format_answer(response: Any) -> str:
 
 
 class CitedQueryEngineTool(QueryEngineTool):
-    """A ``QueryEngineTool`` whose text output also names the cited sources and the verification."""
+    """A ``QueryEngineTool`` whose text output also names the cited sources and the verification.
 
+    Build it with ``CitedQueryEngineTool.from_defaults(query_engine, name=..., description=...)``.
+    """
+
+    # call and acall are sync/async twins (query vs aquery).
     def call(self, *args: Any, **kwargs: Any) -> ToolOutput:
+        """Query the engine with the tool input; the output text is `format_answer` of the response."""
         query_str = self._get_query_str(*args, **kwargs)
         response = self._query_engine.query(query_str)
         return ToolOutput(content=format_answer(response), tool_name=self.metadata.get_name(),
                           raw_input={"input": query_str}, raw_output=response)
 
     async def acall(self, *args: Any, **kwargs: Any) -> ToolOutput:
+        """Async twin of `call`."""
         query_str = self._get_query_str(*args, **kwargs)
         response = await self._query_engine.aquery(query_str)
         return ToolOutput(content=format_answer(response), tool_name=self.metadata.get_name(),
@@ -75,7 +91,13 @@ def _snippet(group: List[NodeWithScore], chars: int) -> str:
 
 
 def rank_assets(nodes: List[NodeWithScore], k: int = 5, snippet_chars: int = 200) -> List[Dict[str, Any]]:
-    """One entry per (asset, page), in retrieval order."""
+    """One entry per (asset, page), in retrieval order.
+
+    Args:
+        nodes: retrieved nodes, best first.
+        k: entries to return.
+        snippet_chars: length cap of each snippet.
+    """
     out = []
     for (asset_id, page), group in group_nodes(nodes)[: max(0, k)]:
         meta = group[0].node.metadata or {}
@@ -92,7 +114,15 @@ def rank_assets(nodes: List[NodeWithScore], k: int = 5, snippet_chars: int = 200
 
 def make_tools(query_engine: Any, retriever: Optional[BaseRetriever] = None, *, search_k: int = 5,
                qa_name: str = QA_TOOL_NAME, search_name: str = SEARCH_TOOL_NAME) -> List[Any]:
-    """[QueryEngineTool "multimodal_evidence_qa", FunctionTool "search_evidence"] for an agent."""
+    """[QueryEngineTool "multimodal_evidence_qa", FunctionTool "search_evidence"] for an agent.
+
+    Args:
+        query_engine: answers the QA tool (a `VerifiedCitationQueryEngine`).
+        retriever: searched by the search tool (default: ``query_engine.retriever``; none: QA tool only).
+        search_k: default number of search results.
+        qa_name: name of the QA tool.
+        search_name: name of the search tool.
+    """
     retriever = retriever or getattr(query_engine, "retriever", None)
     tools: List[Any] = [CitedQueryEngineTool.from_defaults(query_engine, name=qa_name,
                                                            description=QA_TOOL_DESCRIPTION)]

@@ -30,6 +30,7 @@ class FakeOpenAIServer:
         self.chunk_chars = chunk_chars
         self.requests: List[Dict[str, Any]] = []
         self.paths: List[str] = []
+        self.auth_headers: List[Optional[str]] = []  # the Authorization header of every POST (key-leak tests)
         self._lock = threading.Lock()
         self._server: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -49,6 +50,8 @@ class FakeOpenAIServer:
                 self._send(200, body, "application/json")
 
             def do_POST(self) -> None:
+                with owner._lock:
+                    owner.auth_headers.append(self.headers.get("Authorization"))
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 try:

@@ -11,7 +11,7 @@ import pytest
 from llama_index.core.tools import FunctionTool, QueryEngineTool
 
 from mmrag_li.config import LLMConfig, Settings
-from mmrag_li.generation import CitationQueryEngine, build_llm, make_tools
+from mmrag_li.generation import VerifiedCitationQueryEngine, build_llm, make_tools
 from tests.fakes.evidence_corpus import StubRetriever
 from tests.fakes.openai_server import FakeOpenAIServer
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 def test_tools_offline(corpus):
     retriever = StubRetriever(corpus.results("invoice", "notes"))
-    qe = CitationQueryEngine.from_defaults(retriever, settings=Settings())
+    qe = VerifiedCitationQueryEngine.from_defaults(retriever, settings=Settings())
     qa, search = make_tools(qe, retriever)
     assert isinstance(qa, QueryEngineTool) and isinstance(search, FunctionTool)
     assert qa.metadata.name == "multimodal_evidence_qa"
@@ -42,7 +42,7 @@ def test_tools_offline(corpus):
 
 async def test_tools_async(corpus):
     retriever = StubRetriever(corpus.results("invoice", "notes"))
-    qa, search = make_tools(CitationQueryEngine.from_defaults(retriever, settings=Settings()), retriever)
+    qa, search = make_tools(VerifiedCitationQueryEngine.from_defaults(retriever, settings=Settings()), retriever)
     out = await qa.acall("What is the invoice total?")
     assert "1,939.00" in out.content
     assert (await search.acall(query="invoice")).raw_output[0]["asset_id"]
@@ -59,7 +59,7 @@ async def test_function_agent_uses_the_qa_tool(corpus):
     ]) as agent_srv:
         retriever = StubRetriever(corpus.results("invoice", "notes"))
         settings = Settings(llm=LLMConfig(backend="openai_like", model="fake-vlm", thumbnail_px=96))
-        qe = CitationQueryEngine.from_defaults(
+        qe = VerifiedCitationQueryEngine.from_defaults(
             retriever, settings=settings, llm=build_llm(settings.llm, base_url=answer_srv.base_url, max_retries=0))
         agent_llm = OpenAILike(model="fake-agent", api_base=agent_srv.base_url, api_key="x", is_chat_model=True,
                                is_function_calling_model=True, max_retries=0, timeout=20)

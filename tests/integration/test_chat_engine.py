@@ -1,4 +1,4 @@
-"""MultiModalChatEngine: condense-plus-context over the citation engine, offline and with an LLM.
+"""VerifiedCitationChatEngine: condense-plus-context over the citation engine, offline and with an LLM.
 
 Evidence: real tesseract OCR of rendered PNGs; the retriever is a labelled stub; the remote LLM is
 a local OpenAI-compatible HTTP server (a test double at the network boundary).
@@ -9,12 +9,13 @@ from __future__ import annotations
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.chat_engine.types import BaseChatEngine
+from llama_index.core.prompts import PromptTemplate
 
 from mmrag_li.config import LLMConfig, Settings
 from mmrag_li.generation import (
     CANNOT_VERIFY,
-    CitationQueryEngine,
-    MultiModalChatEngine,
+    VerifiedCitationChatEngine,
+    VerifiedCitationQueryEngine,
     build_llm,
 )
 from tests.fakes.evidence_corpus import StubRetriever
@@ -26,15 +27,15 @@ pytestmark = pytest.mark.slow
 
 def offline_chat(corpus):
     retriever = StubRetriever(corpus.results("invoice", "notes"))
-    return MultiModalChatEngine.from_defaults(retriever=retriever, settings=Settings()), retriever
+    return VerifiedCitationChatEngine.from_defaults(retriever=retriever, settings=Settings()), retriever
 
 
 def llm_chat(srv, corpus, names=("invoice", "notes")):
     retriever = StubRetriever(corpus.results(*names))
     settings = Settings(llm=LLMConfig(backend="openai_like", model="fake-vlm", thumbnail_px=96))
     llm = build_llm(settings.llm, base_url=srv.base_url, max_retries=0, timeout=20)
-    qe = CitationQueryEngine.from_defaults(retriever, settings=settings, llm=llm)
-    return MultiModalChatEngine(qe), retriever
+    qe = VerifiedCitationQueryEngine.from_defaults(retriever, settings=settings, llm=llm)
+    return VerifiedCitationChatEngine(qe), retriever
 
 
 def test_offline_multi_turn(corpus):
@@ -130,5 +131,31 @@ def test_llm_condense_failure_falls_back_offline(corpus):
             def chat(self, *a, **k):
                 raise ConnectionError("refused")
 
-        chat._llm = Broken()
-        assert "invoice" in chat.condense("and its date?")
+        broken = VerifiedCitationChatEngine(chat.query_engine, llm=Broken())
+        assert "invoice" in broken.condense("and its date?", chat.chat_history)
+
+
+def test_chat_prompts_are_exposed_and_updatable(corpus):
+    """The condense prompt and the query engine's prompts (as "query_engine:<key>") are
+    PromptTemplates; updating them changes the requests the LLM server receives."""
+    with FakeOpenAIServer([
+        "The invoice total is 1,939.00 [E1].",
+        "When was invoice 4711 issued?",
+        "Invoice 4711 is dated 05/03/2024 [E1].",
+    ]) as srv:
+        chat, _ = llm_chat(srv, corpus)
+        prompts = chat.get_prompts()
+        assert isinstance(prompts["condense_prompt"], PromptTemplate)
+        assert "{history}" in prompts["condense_prompt"].template
+        assert {"query_engine:system_prompt", "query_engine:closing_prompt"} <= set(prompts)
+        chat.update_prompts({
+            "condense_prompt": PromptTemplate("REWRITE {question} GIVEN:\n{history}"),
+            "query_engine:system_prompt": PromptTemplate("Answer from the evidence only, citing [E#]."),
+        })
+        chat.chat("What is the invoice total?")
+        chat.chat("and when was it issued?")
+        assert srv.system_text(0) == "Answer from the evidence only, citing [E#]."
+        condense = srv.requests[1]["messages"][0]["content"]
+        assert condense.startswith("REWRITE and when was it issued? GIVEN:")
+        assert "User: What is the invoice total?" in condense
+        assert srv.system_text(2) == "Answer from the evidence only, citing [E#]."

@@ -1,4 +1,4 @@
-"""CitationQueryEngine with the offline extractive answerer, on real OCR'd files.
+"""VerifiedCitationQueryEngine with the offline extractive answerer, on real OCR'd files.
 
 Evidence comes from PNGs rendered with Pillow and OCR'd by real tesseract (tests/fakes/
 evidence_corpus.py); the retriever is a labelled stub that returns those nodes in a fixed order.
@@ -10,13 +10,16 @@ import json
 import time
 
 import pytest
+from llama_index.core.postprocessor import SimilarityPostprocessor
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import QueryBundle
 
 from mmrag_li.config import Settings
 from mmrag_li.generation import (
     EXTRACTIVE_PREFIX,
     I_DONT_KNOW,
-    CitationQueryEngine,
     ExtractiveAnswerer,
+    VerifiedCitationQueryEngine,
     build_evidence,
     verify_answer,
 )
@@ -27,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 
 def engine(results, **kw):
-    return CitationQueryEngine.from_defaults(StubRetriever(results), settings=Settings(), **kw)
+    return VerifiedCitationQueryEngine.from_defaults(StubRetriever(results), settings=Settings(), **kw)
 
 
 def test_ocr_really_read_the_invoice(corpus):
@@ -47,7 +50,12 @@ def test_invoice_total_is_quoted_cited_and_verified(corpus, tmp_path):
     assert md["verified"] is True and md["answered"] is True and md["extractive"] is True
     assert md["citation_ids"][0] == "E1"
     invoice_asset = corpus.assets["invoice"][0].metadata["asset_id"]
-    assert md["citations"][0] == invoice_asset
+    first = md["citations"][0]
+    assert first["id"] == "E1" and first["asset_id"] == invoice_asset and first["page"] is None
+    assert set(first) >= {"id", "asset_id", "source", "page", "snippet", "regions"}
+    assert first["source"].endswith("invoice_4711.png") and "1,939.00" in first["snippet"]
+    assert [c["id"] for c in md["citations"]] == md["citation_ids"]
+    assert md["evidence"][0]["cited"] is True and md["evidence"][1]["cited"] is False
     assert set(md["timings"]) >= {"retrieval_s", "prompt_s", "llm_s", "verify_s"}
     assert [e["id"] for e in md["evidence"]] == ["E1", "E2"]
     assert md["evidence"][0]["asset_id"] == invoice_asset and md["evidence"][0]["node_ids"]
@@ -102,8 +110,6 @@ def test_no_evidence_means_i_dont_know():
 
 
 def test_image_query_extractive_describes_best_match(corpus):
-    from llama_index.core.schema import QueryBundle
-
     img = corpus.assets["invoice"][0].metadata["image_path"]
     resp = engine(corpus.results("invoice")).query(QueryBundle(query_str="", image_path=img))
     assert "invoice_4711.png" in resp.response and "[E1]" in resp.response
@@ -130,3 +136,40 @@ def test_latency_of_extractive_answer(corpus):
         x.answer("What is the invoice total?", ev)
     per = (time.perf_counter() - t) / 5
     assert per < 2.0, per
+
+
+class ReverseAssets(BaseNodePostprocessor):
+    """A user's node postprocessor: puts the assets in reverse order (nodes of one asset stay together)."""
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "ReverseAssets"
+
+    def _postprocess_nodes(self, nodes, query_bundle=None):
+        order = list(dict.fromkeys(n.node.metadata["asset_id"] for n in nodes))[::-1]
+        return [n for a in order for n in nodes if n.node.metadata["asset_id"] == a]
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_node_postprocessors_shape_the_evidence(corpus, use_async):
+    results = corpus.results("invoice", "notes", "injection_txt")  # asset scores 1.0, 0.5, 0.333
+    invoice, notes = (corpus.assets[k][0].metadata["asset_id"] for k in ("invoice", "notes"))
+    eng = engine(results, node_postprocessors=[SimilarityPostprocessor(similarity_cutoff=0.4), ReverseAssets()])
+    assert [type(p).__name__ for p in eng.node_postprocessors] == ["SimilarityPostprocessor", "ReverseAssets"]
+    q = "What is the invoice total?"
+    resp = await eng.aquery(q) if use_async else eng.query(q)
+    ev = resp.metadata["evidence"]
+    assert [e["asset_id"] for e in ev] == [notes, invoice]  # injection_txt dropped, order reversed
+    assert [e["id"] for e in ev] == ["E1", "E2"]
+    assert '"Total 1,939.00" [E2]' in resp.response and resp.metadata["citation_ids"] == ["E2"]
+    assert {n.node.metadata["asset_id"] for n in resp.source_nodes} == {notes, invoice}
+    nodes = await eng.aretrieve(QueryBundle(q)) if use_async else eng.retrieve(QueryBundle(q))
+    assert nodes[0].node.metadata["asset_id"] == notes
+
+
+def test_synthesize_over_given_nodes(corpus):
+    eng = engine([])
+    resp = eng.synthesize(QueryBundle("What is the invoice total?"), corpus.results("invoice"),
+                          additional_source_nodes=corpus.results("notes"))
+    assert "1,939.00" in resp.response and resp.metadata["verified"] is True
+    assert resp.source_nodes[-1].node.metadata["asset_id"] == corpus.assets["notes"][0].metadata["asset_id"]

@@ -7,6 +7,7 @@ import io
 
 import pytest
 from llama_index.core.base.llms.types import ImageBlock, MessageRole, TextBlock
+from llama_index.core.prompts import PromptTemplate
 from llama_index.core.schema import NodeWithScore
 from PIL import Image
 
@@ -14,8 +15,10 @@ from mmrag_li.generation.evidence import build_evidence, compress_text, make_thu
 from mmrag_li.generation.prompts import (
     I_DONT_KNOW,
     MERGE_SYSTEM_PROMPT,
+    PARTIAL_SYSTEM_PROMPT,
     STRICT_SYSTEM_PROMPT,
     SYSTEM_PROMPT,
+    CitationPrompts,
     build_merge_messages,
     build_messages,
 )
@@ -172,3 +175,31 @@ def test_merge_messages_are_text_only(png):
     assert msgs[0].content == MERGE_SYSTEM_PROMPT
     assert all(isinstance(b, TextBlock) for b in msgs[1].blocks)
     assert '<partial_answer round="1">' in msgs[1].content and '<evidence id="E1"' in msgs[1].content
+
+
+# -- CitationPrompts (the PromptTemplates behind get_prompts/update_prompts) -----------------------
+
+def test_default_templates_render_the_documented_prompts():
+    p = CitationPrompts()
+    assert all(isinstance(t, PromptTemplate) for t in p.as_dict().values())
+    assert list(p.as_dict()) == list(CitationPrompts.keys())
+    assert p.system() == SYSTEM_PROMPT and p.system("strict") == STRICT_SYSTEM_PROMPT
+    assert p.system("partial") == PARTIAL_SYSTEM_PROMPT and p.system("merge") == MERGE_SYSTEM_PROMPT
+    assert p.system_texts() == (SYSTEM_PROMPT, STRICT_SYSTEM_PROMPT, PARTIAL_SYSTEM_PROMPT, MERGE_SYSTEM_PROMPT)
+
+
+def test_updated_prompts_flow_into_the_messages():
+    p = CitationPrompts().updated({"system_prompt": "POLICY", "question_prompt": PromptTemplate("Q={question}")})
+    assert p.system("strict").startswith("POLICY\n7. STRICT MODE")  # strict/partial build on the policy
+    ev = build_evidence(text_nodes("t1"), "q")
+    msgs = build_messages("What {closing_prompt} is it?", ev, prompts=p, feedback=["bad"])
+    assert msgs[0].content == "POLICY"
+    assert msgs[1].blocks[0].text == "Q=What {closing_prompt} is it?"  # user text is never re-templated
+    assert "rejected by the citation checker: bad" in msgs[1].blocks[-1].text
+    assert CitationPrompts().system() == SYSTEM_PROMPT  # the original is unchanged
+
+
+def test_unknown_prompt_key_is_an_error_and_submodule_keys_are_skipped():
+    with pytest.raises(ValueError, match="systen_prompt"):
+        CitationPrompts().updated({"systen_prompt": "x"})
+    assert CitationPrompts().updated({"other:system_prompt": "x"}).system() == SYSTEM_PROMPT
