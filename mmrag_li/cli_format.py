@@ -177,10 +177,13 @@ def format_answer(data: Mapping[str, Any]) -> str:
     sources = data.get("sources") or []
     if sources:
         lines.append("evidence (cited = the answer relies on it):")
+    snippets = {c.get("id"): c.get("snippet") for c in data.get("citations") or [] if isinstance(c, Mapping)}
     for s in sources:
         mark = "cited  " if s.get("cited") else "uncited"
         score = f"  score={float(s['score']):.4f}" if s.get("score") is not None else ""
         lines.append(f"  [{clean(s.get('id'))}] {mark} {rel(s.get('source'))}{_page(s.get('page'))}{score}")
+        if s.get("cited") and snippets.get(s.get("id")):
+            lines.append(f"      “{clean(snippets[s.get('id')])}”")
     return "\n".join(lines)
 
 

@@ -32,8 +32,8 @@ from .errors import ConfigError
 
 __all__ = ["StrictModel", "KindConfig", "OCRConfig", "TesseractOCRConfig", "RapidOCRConfig", "NoOCRConfig",
            "CaptionConfig", "TransformersCaptionConfig", "OfflineCaptionConfig", "NoCaptionConfig",
-           "EmbeddingConfig", "TilingConfig", "IngestConfig", "StoreConfig", "RetrievalConfig", "LLMConfig",
-           "ServerConfig",
+           "EmbeddingConfig", "TilingConfig", "RayStageConfig", "RayConfig", "IngestConfig", "StoreConfig",
+           "RetrievalConfig", "LLMConfig", "ServerConfig",
            "Settings", "ENV_PREFIX", "preset_names"]
 
 
@@ -264,6 +264,32 @@ class TilingConfig(StrictModel):
     overlap: float = 0.25
 
 
+class RayStageConfig(StrictModel):
+    """One Ray Data stage (``map_batches`` over an actor pool that loads its models once)."""
+
+    actors: int = Field(1, ge=1, description="Most actors in the stage's pool (it starts with min_actors).")
+    min_actors: int = Field(1, ge=1, description="Actors started before the first batch.")
+    batch_size: int = Field(4, ge=1, description="Files per call of one actor.")
+    num_cpus: float = Field(0.5, gt=0, description="CPUs per actor; keep it fractional (a pool that takes every "
+                                                    "CPU leaves none for Ray Data's tasks and hangs).")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (Ray sets CUDA_VISIBLE_DEVICES; device auto uses it).")
+    resources: Dict[str, float] = Field(default_factory=dict, description="Custom resources per actor: {\"ocr\": 1} "
+                                        "pins the stage to nodes started with --resources='{\"ocr\": N}'.")
+
+
+class RayConfig(StrictModel):
+    """``ingest.executor: ray``: where the cluster is and how the stages are sized."""
+
+    address: str = Field("", description="host:port or ray://...; '' = $RAY_ADDRESS, else a local Ray for the run.")
+    read: RayStageConfig = Field(default_factory=lambda: RayStageConfig(actors=2), description="Read+OCR+captions.")
+    embed: RayStageConfig = Field(default_factory=lambda: RayStageConfig(batch_size=8), description="Text+image vectors.")
+    wave_files: int = Field(2000, ge=1, description="Files hashed on the driver and shipped as one Dataset.")
+    max_restarts: int = Field(-1, description="Restarts of a killed stage actor (-1 = unlimited).")
+    max_task_retries: int = Field(3, ge=0, description="Retries of a batch whose actor died.")
+    retry_rounds: int = Field(2, ge=0, description="Re-sends (one file per task) of files a failed job lost; files "
+                                                   "still lost are reported failed.")
+
+
 class IngestConfig(StrictModel):
     include: List[str] = Field(default_factory=lambda: ["**/*"])
     exclude: List[str] = Field(default_factory=lambda: ["**/.*", "**/.*/**"])
@@ -291,15 +317,28 @@ class IngestConfig(StrictModel):
     batch_files: int = Field(16, description="Files embedded and committed together (the unit of crash safety).")
     collection: str = Field("default", description="Stamped on every node; retrieval filters by allowed_collections.")
     redact_pii: bool = Field(False, description="Replace e-mails, phone numbers, IBANs, card numbers in stored text.")
+    keep_originals: Optional[Literal["always", "redacted", "never"]] = Field(
+        None, description="Copies of ingested files in <store>/blobs/originals: always = verbatim; redacted = text "
+                          "files with the PII replaced, PDFs with their text layer redacted and metadata scrubbed, "
+                          "no verbatim image file (its pixels are kept re-encoded, without metadata); never = no "
+                          "copy. null = always, or never when redact_pii is on.")
     pii_phone_regions: List[str] = Field(default_factory=lambda: ["US", "GB", "DE", "FR"],
                                          description="Regions whose national phone formats are recognised.")
     safety_checker: Literal["", "open_nsfw"] = Field("", description="Image safety filter; '' = none.")
     safety_threshold: float = Field(0.8, description="Images scoring at or above this are refused.")
     refuse_polyglots: bool = Field(False, description="Refuse files that are valid in two formats (else read the first).")
+    executor: Literal["local", "ray"] = Field("local", description="local: worker threads in this process; ray: "
+                                                                   "read/OCR/embed on a Ray cluster (pip install "
+                                                                   "mmrag_li[ray]), committed here.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Options of executor: ray.")
 
 
 class StoreConfig(StrictModel):
     backend: Literal["lancedb", "weaviate"] = "lancedb"
+    keep_versions: bool = Field(False, description="Keep old LanceDB table versions after delete / prune / changed "
+                                "files (they hold the removed rows until `mmrag gc`); false = remove them at once.")
+    gc_grace_s: float = Field(900.0, ge=0, description="`mmrag gc` leaves unreferenced blobs younger than this "
+                              "alone (an ingest running in another process may be about to reference them).")
     # Weaviate
     mode: Literal["local", "custom", "cloud", "embedded"] = "local"
     url: str = ""

@@ -107,7 +107,9 @@ def test_query_answers_with_verified_citations(corpus, capsys):
     assert code == 0
     assert ans["verified"] is True, ans["verification"]
     assert "1,939.00" in ans["answer"]
-    assert ans["citations"] and set(ans["citations"]) <= {s["asset_id"] for s in ans["sources"]}
+    assert ans["citations"] and {c["asset_id"] for c in ans["citations"]} <= {s["asset_id"] for s in ans["sources"]}
+    assert all({"id", "asset_id", "source", "page", "snippet", "regions"} <= set(c) for c in ans["citations"])
+    assert [c["id"] for c in ans["citations"]] == ans["citation_ids"]
     assert {"answer", "citations", "verified", "verification", "sources"} <= set(ans)
 
     code, ans = run_cli(capsys, "query", "What is the capital of Peru?", "--store", str(store), "--json",
