@@ -375,9 +375,54 @@ def ordered_sources(nodes: List[NodeWithScore], evidence: List[EvidenceItem],
     return out
 
 
+class RedactedLogPath(str):
+    """A query-log path whose records keep no PII: the question, the answer and the verification's
+    text go through ``enrich.pii.redact_text`` (e-mails, phones, IBANs, cards -> placeholders).
+
+    Args:
+        path: the log file.
+        phone_regions: ``ingest.pii_phone_regions``.
+    """
+
+    phone_regions: Optional[Sequence[str]]
+
+    def __new__(cls, path: Any, phone_regions: Optional[Sequence[str]] = None) -> "RedactedLogPath":
+        obj = super().__new__(cls, os.fspath(path))
+        obj.phone_regions = tuple(phone_regions) if phone_regions else None
+        return obj
+
+
+def query_log_path(path: Any, settings: Any = None) -> Optional[str]:
+    """The engine's query-log path: a :class:`RedactedLogPath` when ``settings.ingest.redact_pii``.
+
+    Args:
+        path: the log file, or None (no log).
+        settings: the ``Settings`` (or None: the path as is).
+    """
+    if not path:
+        return None
+    ingest = getattr(settings, "ingest", None)
+    if ingest is not None and getattr(ingest, "redact_pii", False):
+        return RedactedLogPath(path, getattr(ingest, "pii_phone_regions", None))
+    return path if isinstance(path, str) else os.fspath(path)
+
+
+def _redacted(value: Any, regions: Optional[Sequence[str]]) -> Any:
+    from mmrag_li.enrich.pii import redact_text
+
+    if isinstance(value, str):
+        return redact_text(value, phone_regions=regions)[0]
+    if isinstance(value, dict):
+        return {k: _redacted(v, regions) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v, regions) for v in value]
+    return value
+
+
 def write_query_log(path: Optional[str], qb: QueryBundle, nodes: List[NodeWithScore],
                     evidence: List[EvidenceItem], answer: str, meta: Dict[str, Any]) -> None:
-    """Append one JSON line per query to ``path`` (no-op without a path; never raises)."""
+    """Append one JSON line per query to ``path`` (no-op without a path; never raises). A
+    :class:`RedactedLogPath` gets the question, answer and verification with PII redacted."""
     if not path:
         return
     record = {
@@ -398,6 +443,9 @@ def write_query_log(path: Optional[str], qb: QueryBundle, nodes: List[NodeWithSc
         "extractive": meta.get("extractive"),
         "attempts": len(meta.get("attempts") or []),
     }
+    if isinstance(path, RedactedLogPath):
+        for key in ("question", "answer", "verification"):
+            record[key] = _redacted(record[key], path.phone_regions)
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         line = json.dumps(record, ensure_ascii=False, default=str)

@@ -74,7 +74,9 @@ FIELDS: dict[str, FieldSpec] = {
         "invoice_number", "identifier",
         asks=_rx(r"\b(?:invoice|bill|receipt|rechnungs?|facture)\s*(?:number|no\b|nr\b|#|id\b|nummer|num[ée]ro)",
                  r"\bnumber of (?:the|this|that)\s+(?:invoice|bill|receipt)", r"\b(?:invoice|bill)'s number"),
-        strong=_rx(r"\binvoice\s*(?:number|no\b|nr\b|n[°º]|#|id\b)", r"\binv\.?\s*(?:no\b|#)", r"\brechnungs?\s*-?\s*(?:nr|nummer)",
+        # "INVOICE 4711" as a title line: the id follows the word directly.
+        strong=_rx(r"^\s*(?:invoice|rechnung|facture|bill)\b\s*(?=#?\s*[A-Za-z]{0,4}[\-/]?\d)",
+                   r"\binvoice\s*(?:number|no\b|nr\b|n[°º]|#|id\b)", r"\binv\.?\s*(?:no\b|#)", r"\brechnungs?\s*-?\s*(?:nr|nummer)",
                    r"\bfacture\s*n[°ºo]", r"\bn[°º]\s*(?:de\s+)?facture", r"\bnum[ée]ro de facture", r"\bfactura\s*n",
                    r"\bbill\s*(?:no\b|number)", r"\breceipt\s*(?:no\b|number|#)"),
         weak=_rx(r"(?:^|\s)#\s*(?=\w*\d)", r"\bnumber\b", r"\bno\.?\s*:", r"\bnr\.?\s*:", r"\bbooking id\b", r"\breference\b",

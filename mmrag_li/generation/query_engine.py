@@ -60,6 +60,7 @@ from mmrag_li.generation.answer_flow import (
     no_evidence_verification,
     ordered_sources,
     pending_metadata,
+    query_log_path,
     response_metadata,
     settle,
     split_rounds,
@@ -140,7 +141,7 @@ class VerifiedCitationQueryEngine(BaseQueryEngine):
         self.max_images_per_call = max(1, max_images_per_call)
         self.thumbnail_px = thumbnail_px
         self.streaming = streaming
-        self.log_path = str(log_path) if log_path else None
+        self.log_path = query_log_path(log_path)  # a RedactedLogPath stays one
         self._extractive = extractive or ExtractiveAnswerer()
         self.retry = retry
         self.ocr_chars = ocr_chars
@@ -206,7 +207,7 @@ class VerifiedCitationQueryEngine(BaseQueryEngine):
             max_images_per_call=kwargs.pop("max_images_per_call", cfg.max_images_per_call),
             thumbnail_px=kwargs.pop("thumbnail_px", cfg.thumbnail_px),
             streaming=streaming,
-            log_path=log_path,
+            log_path=query_log_path(log_path, settings),  # PII redacted in the log with ingest.redact_pii
             extractive=extractive,
             retry=retry,
             callback_manager=callback_manager,

@@ -181,7 +181,8 @@ class Verification:
 _LIST_MARKER_RE = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s+")
 _META_TERMS = {"base", "evidence", "provid", "provide", "answer", "follow", "information", "available", "context",
                "item", "cite", "source", "extractive", "generative", "model", "configur", "configure", "accord",
-               "here", "summary", "question", "ask", "follows"}
+               "here", "summary", "question", "ask", "follows", "docu", "document", "file", "page", "say", "show",
+               "tell", "describe", "mention"}
 _STRONG_ID_RE = re.compile(r"^(?=.*\d)(?:\d{4,}|[\w\-/]{5,})$")
 
 
