@@ -259,6 +259,8 @@ def redact_source(name: str, phone_regions: Optional[Sequence[str]] = None,
         m = _SUFFIX.search(part)
         stem, ext = (part[:m.start()], part[m.start():]) if m and m.start() > 0 else (part, "")
         found = r.find(stem)
+        if ext and not found and r.find(part):  # the "extension" was part of it: a folder "jane@example.com"
+            stem, ext, found = part, "", r.find(part)
         probe = _NAME_SEPARATORS.sub(" ", stem)
         for extra in (r.find(probe) if probe != stem else []):
             if not any(extra.start < o.end and o.start < extra.end for o in found):

@@ -14,6 +14,7 @@ from llama_index.core.schema import MetadataMode
 from mmrag_li.assets import AssetNotFoundError, resolve_asset_id
 from mmrag_li.ingest.manifest import FileRecord, Manifest
 from mmrag_li.ingest.report import DEFAULT_COLLECTION, NODE_KINDS
+from mmrag_li.ingest.sources import shown_source, source_key
 
 
 def visible(rec: Optional[FileRecord], allowed_collections: Optional[Sequence[str]]) -> bool:
@@ -29,7 +30,7 @@ def visible(rec: Optional[FileRecord], allowed_collections: Optional[Sequence[st
 
 
 def resolve_asset(manifest: Manifest, path_or_id: str,
-                  allowed_collections: Optional[Sequence[str]] = None) -> Optional[str]:
+                  allowed_collections: Optional[Sequence[str]] = None, ingest: Any = None) -> Optional[str]:
     """The asset id of an ingested file, a full asset id or a unique id prefix
     (``mmrag_li.assets.resolve_asset_id``) among the visible collections; None when nothing matches.
 
@@ -37,12 +38,14 @@ def resolve_asset(manifest: Manifest, path_or_id: str,
         manifest: the manifest.
         path_or_id: a file path, an asset id or an id prefix.
         allowed_collections: the collections the caller may see; None = all, [] = none.
+        ingest: the ``IngestConfig`` (with ``redact_pii`` a file with PII in its path is keyed by
+            ``sources.source_key``); None = keys are resolved paths.
 
     Raises:
         AssetIdError: a prefix that is too short or ambiguous.
     """
     if Path(path_or_id).exists():
-        rec = manifest.get(str(Path(path_or_id).resolve()))
+        rec = manifest.get(source_key(path_or_id, ingest)) or manifest.get(str(Path(path_or_id).resolve()))
         return rec.asset_id if visible(rec, allowed_collections) else None
     try:
         return resolve_asset_id({r.asset_id for r in manifest.all() if visible(r, allowed_collections)}, path_or_id)
@@ -63,7 +66,7 @@ def describe_asset(manifest: Manifest, stores: Any, asset_id: str) -> Dict[str, 
     order = {k: i for i, k in enumerate(NODE_KINDS)}
     nodes = sorted(stores.get_asset_nodes(asset_id), key=lambda n: (
         n.metadata.get("page") or 0, order.get(n.metadata.get("modality"), 9), n.node_id))
-    return {"asset_id": asset_id, "source": recs[0].source if recs else None,
+    return {"asset_id": asset_id, "source": shown_source(recs[0].source) if recs else None,
             "status": recs[0].status if recs else None,
             "nodes": [{"id": n.node_id, "modality": n.metadata.get("modality"),
                        "text": n.get_content(MetadataMode.NONE), "metadata": n.metadata} for n in nodes]}

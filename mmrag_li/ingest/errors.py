@@ -16,4 +16,21 @@ class StoreNotWritableError(IngestAborted):
     """The store directory cannot be written; checked before anything is changed."""
 
 
-__all__ = ["IngestAborted", "StoreNotWritableError"]
+class CollectionNotAllowedError(MMRAGError):
+    """A write (ingest, prune, delete, reconcile) aimed at a collection the caller's
+    ``retrieval.allowed_collections`` does not include; raised before anything changed.
+
+    Args:
+        collection: the collection asked for.
+        allowed: the allowed collections (None = all).
+        action: what was refused (``ingest``, ...).
+    """
+
+    def __init__(self, collection: str, allowed, action: str = "ingest"):
+        self.collection = collection
+        shown = "none" if allowed is not None and not allowed else ", ".join(sorted(allowed or []))
+        super().__init__(f"{action} into collection {collection!r} refused: retrieval.allowed_collections allows "
+                         f"only [{shown}]; nothing was changed. Use a config whose allowed_collections includes it.")
+
+
+__all__ = ["IngestAborted", "StoreNotWritableError", "CollectionNotAllowedError"]

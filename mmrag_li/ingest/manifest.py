@@ -142,6 +142,7 @@ class Manifest:
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA secure_delete=ON")  # removed rows (paths) are overwritten, not left in free pages
             if check:
                 self._quick_check()
             self._db.executescript(SCHEMA)
@@ -350,6 +351,30 @@ class Manifest:
             source: the file.
         """
         self._tx(lambda: self._db.execute("DELETE FROM files WHERE source=?", (source,)))
+
+    def rename(self, old: str, new: str) -> bool:
+        """Re-key a row (``ingest.sources.source_key`` changed, e.g. ``ingest.redact_pii`` was turned
+        on); False when ``old`` has no row or ``new`` already has one.
+
+        Args:
+            old: the current key.
+            new: the new key.
+        """
+        done: List[bool] = []
+
+        def run() -> None:
+            if not self._db.execute("SELECT 1 FROM files WHERE source=?", (new,)).fetchone():
+                done.append(self._db.execute("UPDATE files SET source=? WHERE source=?", (new, old)).rowcount > 0)
+
+        self._tx(run)
+        return bool(done and done[0])
+
+    def scrub(self) -> None:
+        """Checkpoint and truncate the write-ahead log, so removed or re-keyed rows leave no copy
+        in ``manifest.sqlite-wal`` (rows are overwritten in the database itself: secure_delete)."""
+        with self._lock:
+            if not self.read_only:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         """Close the database."""

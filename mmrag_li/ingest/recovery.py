@@ -5,7 +5,7 @@
 * :func:`open_embedding_cache`: a corrupt cache is only a cache: moved aside, started afresh.
 * :func:`check_store_writable`: refuse early (:class:`StoreNotWritableError`) on a read-only store.
 * :func:`reconcile`: rows whose nodes are missing go back to ``pending``; untracked assets go.
-* :func:`prune`: the nodes of files that no longer exist on disk go.
+* pruning (files that are gone) lives in :mod:`mmrag_li.ingest.pruning`.
 
 ``stores`` is a ``mmrag_li.stores.ModalityStores`` (or anything with its ``all_nodes``, ``count``
 and ``delete_asset``); this module does not import the stores package.
@@ -19,11 +19,12 @@ import sqlite3
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
 from mmrag_li.embeddings.cache import open_cache
 from mmrag_li.ingest.errors import StoreNotWritableError
 from mmrag_li.ingest.manifest import Manifest, ManifestCorruptError
+from mmrag_li.ingest.report import DEFAULT_COLLECTION
 from mmrag_li.schema import COLLECTIONS, collection_of
 
 log = logging.getLogger("mmrag_li")
@@ -174,7 +175,7 @@ def _unique_ids(expected: Dict[str, Set[str]]) -> Dict[str, Dict[str, int]]:
     return out
 
 
-def reconcile(manifest: Manifest, stores: Any) -> List[str]:
+def reconcile(manifest: Manifest, stores: Any, guard: Any = None) -> List[str]:
     """Make the manifest and the stores agree before a run (after a lost table, a restored
     backup, a manifest rebuilt elsewhere). Cheap when they agree (row counts only); else rows
     whose nodes are missing go back to pending and untracked assets are deleted. Returns what
@@ -183,7 +184,12 @@ def reconcile(manifest: Manifest, stores: Any) -> List[str]:
     Args:
         manifest: the manifest.
         stores: the ``ModalityStores``.
+        guard: the tenant guard (``CollectionGuard``): rows and nodes of collections it hides are
+            left alone. None = every collection.
     """
+    def allowed(collection: Any) -> bool:
+        return guard is None or guard.allows_collection(collection or DEFAULT_COLLECTION)
+
     want: Dict[str, int] = {c: 0 for c in COLLECTIONS}
     for ids in _unique_ids(manifest.expected_nodes()).values():
         for c, n in ids.items():
@@ -194,17 +200,20 @@ def reconcile(manifest: Manifest, stores: Any) -> List[str]:
             pending and all(have.get(c, 0) >= want[c] for c in COLLECTIONS)):
         return []
     stored: Dict[str, Set[str]] = {}
+    hidden: Set[str] = set()
     for c in COLLECTIONS:
         for node in stores.all_nodes(c):
             stored.setdefault(node.metadata.get("asset_id") or "", set()).add(node.node_id)
+            if not allowed(node.metadata.get("collection")):
+                hidden.add(node.metadata.get("asset_id") or "")
     notes: List[str] = []
-    redo = [rec for rec in manifest.all() if rec.status in ("done", "failed") and rec.node_ids
+    redo = [rec for rec in manifest.all() if rec.status in ("done", "failed") and rec.node_ids and allowed(rec.collection)
             and not set(rec.node_ids) <= stored.get(rec.asset_id or "", set())]
     if redo:
         manifest.mark_pending([(r.source, r.asset_id, -1, -1.0, r.node_ids, r.collection, r.config) for r in redo])
         notes.append(f"{len(redo)} file(s) had nodes missing from the stores: marked for re-reading")
     known = manifest.known_assets()
-    orphans = [a for a in stored if a and a not in known]
+    orphans = [a for a in stored if a and a not in known and a not in hidden]
     for a in orphans:
         stores.delete_asset(a)
     if orphans:
@@ -214,27 +223,5 @@ def reconcile(manifest: Manifest, stores: Any) -> List[str]:
     return notes
 
 
-def prune(manifest: Manifest, stores: Any, roots: Sequence[str | Path]) -> int:
-    """Delete the nodes and rows of files under ``roots`` that no longer exist on disk; returns
-    how many files were pruned.
-
-    Args:
-        manifest: the manifest.
-        stores: the ``ModalityStores``.
-        roots: the folders/files that were ingested.
-    """
-    roots_abs = [str(Path(r).resolve()) for r in roots]
-    removed = 0
-    for rec in manifest.all():
-        if not any(rec.source == r or rec.source.startswith(r.rstrip(os.sep) + os.sep) for r in roots_abs):
-            continue
-        if os.path.exists(rec.source):
-            continue
-        drop_unshared(manifest, stores, rec.source, rec.stale_assets())
-        manifest.remove(rec.source)
-        removed += 1
-    return removed
-
-
 __all__ = ["open_manifest", "open_embedding_cache", "check_store_writable", "rebuild_manifest", "drop_unshared",
-           "reconcile", "prune"]
+           "reconcile"]
