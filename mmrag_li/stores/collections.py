@@ -28,9 +28,9 @@ Opened = Tuple[Dict[str, Any], Any]
 
 
 def _open_lancedb(settings: Settings) -> Opened:
-    from .lancedb import open_collections
+    from .lance_read import open_lazy_collections  # reads via lance; lancedb is imported on the first write
 
-    return open_collections(settings.store_dir)
+    return open_lazy_collections(settings.store_dir)
 
 
 def _open_weaviate(settings: Settings) -> Opened:
@@ -91,10 +91,10 @@ class ModalityStores:
     @classmethod
     def lancedb(cls, store_dir: str | os.PathLike[str]) -> "ModalityStores":
         """LanceDB tables ``<store_dir>/lancedb/<collection>.lance`` (created on first write)."""
-        from .lancedb import LanceModalityVectorStore, open_collections
+        from .lance_read import LazyLanceCollection, open_lazy_collections
 
-        stores, conn = open_collections(store_dir)
-        return cls(LanceModalityVectorStore.backend_name, stores, client=conn, store_dir=str(store_dir))
+        stores, conn = open_lazy_collections(store_dir)
+        return cls(LazyLanceCollection.backend_name, stores, client=conn, store_dir=str(store_dir))
 
     @classmethod
     def weaviate(cls, client: Any, prefix: str = "Mmrag", store_dir: Optional[str] = None) -> "ModalityStores":
@@ -109,14 +109,18 @@ class ModalityStores:
     # -- access ------------------------------------------------------------------------------------
     def vector_store(self, collection: str) -> BasePydanticVectorStore:
         """The LlamaIndex vector store object of ``collection`` (plug into any LlamaIndex index)."""
-        return self._stores[check_collection(collection)]
+        store = self._s(collection)
+        real = getattr(type(store), "real_store", None)  # a lazily opened collection (LanceDB)
+        return real(store) if real is not None else store
 
     def _s(self, collection: str) -> Any:
-        return self.vector_store(collection)
+        return self._stores[check_collection(collection)]
 
     @property
     def client(self) -> Any:
         """The backend's connection or client (lancedb connection, weaviate client)."""
+        if self._client is None and self.backend == "lancedb":  # lazily opened: connect now
+            self._client = getattr(self.vector_store(COLLECTIONS[0]), "_connection", None)
         return self._client
 
     def dim(self, collection: str) -> Optional[int]:
@@ -207,6 +211,17 @@ class ModalityStores:
             if t is not None:
                 timings[c] = t
         return timings
+
+    def purge_versions(self) -> Dict[str, Dict[str, int]]:
+        """Make deleted and replaced rows unrecoverable (LanceDB: rewrite fragments holding deleted
+        rows, drop old table versions; a backend without versions: nothing);
+        ``{collection: {"versions_removed", "bytes_freed"}}`` for the collections that did something."""
+        out: Dict[str, Dict[str, int]] = {}
+        for c in COLLECTIONS:
+            fn = getattr(self._s(c), "purge_versions", None)
+            if fn is not None:
+                out[c] = fn()
+        return out
 
     def probe(self) -> None:
         """Read enough of every collection to find damage before writing; raises StoreCorruptError

@@ -44,6 +44,7 @@ from mmrag_li.schema import COLLECTIONS
 from .errors import DimensionMismatchError, StoreCorruptError, StoreError
 from .filters import and_where, ids_where, lance_where, sql_str
 from .nodes import (
+    ASSET_ID_COLUMN,
     FILTER_FIELDS,
     INTERNAL_TEXT_FIELDS,
     asset_filter,
@@ -53,7 +54,7 @@ from .nodes import (
     unit_vector,
 )
 
-__all__ = ["LanceModalityVectorStore", "damage_message", "lance_damage", "lance_schema", "open_collections"]
+__all__ = ["LanceModalityVectorStore", "damage_message", "ensure_asset_index", "lance_damage", "lance_schema", "open_collections"]
 
 _log = logging.getLogger(__name__)
 
@@ -99,6 +100,24 @@ def lance_damage(uri: Path, exc: BaseException) -> StoreCorruptError:
     except Exception:  # pragma: no cover - the store directory itself is unreadable
         pass
     return StoreCorruptError(f"cannot open the LanceDB store {uri}: {type(exc).__name__}: {exc}")
+
+
+def ensure_asset_index(tbl: Any) -> bool:
+    """Create the BTREE scalar index on ``metadata.asset_id`` unless the table has it: evidence for a
+    result page (``asset_id IN (...)``), deletes and inspect then read only the asset's rows instead
+    of scanning the table. Returns whether it was created; never raises (an index is an optimisation).
+
+    Args:
+        tbl: a native LanceDB table.
+    """
+    try:
+        if any(list(getattr(i, "columns", []) or []) == [ASSET_ID_COLUMN] for i in tbl.list_indices()):
+            return False
+        tbl.to_lance().create_scalar_index(ASSET_ID_COLUMN, index_type="BTREE")
+        return True
+    except Exception as exc:  # pragma: no cover - old LanceDB without nested-column indexes
+        _log.debug("no scalar index on %s: %s", ASSET_ID_COLUMN, exc)
+        return False
 
 
 class LanceModalityVectorStore(LanceDBVectorStore):
@@ -184,6 +203,7 @@ class LanceModalityVectorStore(LanceDBVectorStore):
             tbl = self.lance_table()
             if tbl is None:
                 self._table = self._connection.create_table(self._table_name, data=data, schema=schema)
+                ensure_asset_index(self._table)
             else:
                 tbl.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
         self._fts_index_ready = False
@@ -307,8 +327,25 @@ class LanceModalityVectorStore(LanceDBVectorStore):
             return None
         t0 = time.perf_counter()
         with self._lock:
-            tbl.optimize()
+            ensure_asset_index(tbl)  # stores made before the index existed get it here
+            tbl.optimize()  # also adds the rows written since to the indexes
         return time.perf_counter() - t0
+
+    def purge_versions(self) -> Dict[str, int]:
+        """Make deleted and replaced rows unrecoverable: rewrite every fragment that has deleted
+        rows (``compact_files`` with ``materialize_deletions_threshold=0``), then remove every old
+        version's files (``cleanup_old_versions(older_than=0)``). Readers and writers of other
+        processes holding an old version fail on their next read of it (they reopen the latest);
+        files of a transaction still in flight elsewhere are left alone (``delete_unverified`` off).
+        ``{"versions_removed", "bytes_freed"}``."""
+        tbl = self.lance_table()
+        if tbl is None:
+            return {"versions_removed": 0, "bytes_freed": 0}
+        with self._lock:
+            tbl.to_lance().optimize.compact_files(materialize_deletions=True, materialize_deletions_threshold=0.0)
+            stats = tbl.to_lance().cleanup_old_versions(older_than=_dt.timedelta(0))
+        return {"versions_removed": int(getattr(stats, "old_versions", 0)),
+                "bytes_freed": int(getattr(stats, "bytes_removed", 0))}
 
     def probe(self) -> None:
         """Read the id column of every data file (footers and one small column: cheap), so a

@@ -58,6 +58,8 @@ FILTER_FIELDS: Dict[str, str] = {
 ID_KEYS = ("node_id", "id", "id_")
 # What LlamaIndex's node_to_metadata_dict adds; kept so the stock integrations can read our rows.
 INTERNAL_TEXT_FIELDS = ("_node_content", "_node_type", "document_id", "doc_id", "ref_doc_id")
+#: The stored column of a node's asset id (LanceDB); a BTREE scalar index is kept on it.
+ASSET_ID_COLUMN = "metadata.asset_id"
 # uuid5 namespace for Weaviate object ids (stable forever: changing it orphans existing objects).
 _UUID_NAMESPACE = _uuid.UUID("6f0c1f5e-8f1d-4c55-9a53-8a3c2f6b7d10")
 
