@@ -33,6 +33,9 @@ EMBED_EXCLUDED_KEYS = [
     "producer_version", "content_hash", "mime_type", "image_path", "thumbnail_path", "blob_path",
     "collection", "mtime", "tile_index", "parent_image_id", "section", "lines", "orientation",
     "chunk_index", "n_words", "title", "caption_model", "embed_model",
+    # layout and file facts: "n_pages: 40" or "encoding: utf-8" in front of every chunk only blurs its vector
+    "n_pages", "encoding", "has_text_layer", "page_width_pt", "page_height_pt", "model_width", "model_height",
+    "xref", "pdf_repaired", "blank_pages",
 ]
 # Keys that the LLM does not need; source, page and modality stay visible so they can be cited.
 LLM_EXCLUDED_KEYS = [k for k in EMBED_EXCLUDED_KEYS if k not in ("source", "page", "modality", "section", "title")]

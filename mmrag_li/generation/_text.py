@@ -43,6 +43,10 @@ def stem(token: str) -> str:
         return t
     for suf in ("ations", "ation", "ments", "ment", "ings", "ing", "ies", "ied", "ed", "es", "s", "ly"):
         if t.endswith(suf) and len(t) - len(suf) >= 3:
+            if suf == "s" and t.endswith("ss"):  # address, class: not plurals
+                break
+            if suf == "es" and not t[:-2].endswith(("s", "x", "z", "ch", "sh")):
+                suf = "s"  # nodes/invoices/pages -> node/invoice/page (the singular's own "e" stays)
             t = t[: -len(suf)]
             if suf in ("ies", "ied"):
                 t += "y"

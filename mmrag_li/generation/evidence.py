@@ -32,8 +32,9 @@ from llama_index.core.base.llms.types import ImageBlock
 from llama_index.core.schema import ImageNode, NodeWithScore
 
 from mmrag_li.generation._text import lexical_scores, split_sentences
+from mmrag_li.generation.cited_lines import citation_regions, citation_snippet, relied_lines
 from mmrag_li.generation.lookalikes import sub_folded
-from mmrag_li.retrieval.regions import match_lines, mark_terms, node_lines, query_terms, region, regions_for_nodes
+from mmrag_li.retrieval.regions import regions_for_nodes
 from mmrag_li.retrieval.regions import snippet_for_nodes
 from mmrag_li.schema import CAPTION, CROP, IMAGE, OCR, PAGE, TEXT
 
@@ -192,6 +193,7 @@ class EvidenceItem:
     nodes: List[NodeWithScore] = field(default_factory=list)
     snippet: str = ""
     regions: List[Dict[str, Any]] = field(default_factory=list)
+    question: str = ""  # what the item was gathered for (citations rank the answer's own numbers first)
 
     @property
     def node_ids(self) -> List[str]:
@@ -204,6 +206,20 @@ class EvidenceItem:
     @property
     def has_image(self) -> bool:
         return self.thumbnail is not None
+
+    def section_of(self, text: str) -> str:
+        """The section heading (node metadata ``section``: a PDF heading, a Markdown header path) of
+        the item's node whose text is ``text``; "" when that node has none.
+
+        Args:
+            text: one of the item's texts (``texts``, ``ocr_text``).
+        """
+        want = _flat(text)
+        for nws in self.nodes:
+            node = nws.node
+            if _flat(getattr(node, "text", "") or "") == want:
+                return str((node.metadata or {}).get("section") or "")
+        return ""
 
     def full_text(self) -> str:
         """Everything this item says in words (caption + full OCR + full text + where it is from).
@@ -308,7 +324,8 @@ def build_evidence(
     for (asset_id, page), group in group_nodes(nodes):
         if k is not None and len(items) >= k:
             break
-        item = EvidenceItem(id=f"E{len(items) + 1}", asset_id=asset_id, page=page, nodes=list(group))
+        item = EvidenceItem(id=f"E{len(items) + 1}", asset_id=asset_id, page=page, nodes=list(group),
+                            question=question or "")
         scores = [n.score for n in group if n.score is not None]
         item.score = max(scores) if scores else None
         captions: List[str] = []
@@ -383,32 +400,22 @@ def claims_citing(answer: str, evidence_id: str) -> str:
     return " ".join(s for s in out if s)
 
 
-def relied_lines(item: EvidenceItem, claim: str, min_score: float = 0.5) -> List[Dict[str, Any]]:
-    """Regions of the lines of ``item`` that ``claim`` quotes or relies on: lines holding at least
-    ``min_score`` of the claim's terms (numbers count double), best first; [] when none qualifies.
-
-    Args:
-        item: an evidence item (its nodes' OCR words / text-layer lines are searched).
-        claim: the answer sentence(s) citing it.
-        min_score: the least line score (see `mmrag_li.retrieval.regions.line_score`).
-    """
-    lines = [ln for n in item.nodes for ln in node_lines(n)]
-    found = [ln for ln in match_lines(lines, claim) if ln.score >= min_score]
-    return [region(ln.page, ln.bbox, ln.text, ln.kind, ln.score) for ln in found[:3]]
-
-
-def citation_records(evidence: Sequence[EvidenceItem], answer: str, citation_ids: Sequence[str]
-                     ) -> List[Dict[str, Any]]:
+def citation_records(evidence: Sequence[EvidenceItem], answer: str, citation_ids: Sequence[str],
+                     question: str = "") -> List[Dict[str, Any]]:
     """``Response.metadata["citations"]``: one object per cited evidence id, in citation order:
-    ``{"id", "asset_id", "source", "page", "snippet", "regions"}``. ``regions`` are the lines the
-    answer's sentences citing that id quote or rely on when they can be found in the item's OCR /
-    text layer (``snippet`` then shows them, claim terms marked «…»), else the item's own regions
-    and snippet (the lines matching the question). Unknown ids are skipped.
+    ``{"id", "asset_id", "source", "page", "snippet", "regions"}``. ``regions`` are first the lines
+    the answer's sentences citing that id quote or rely on (their quoted text, then their numbers,
+    then their words: `mmrag_li.generation.cited_lines`), found in the item's OCR / text layer, then
+    the item's own lines matching the question; ``snippet`` shows the relied lines with the claim's
+    terms marked «…». Without a relied line: the item's own regions and snippet. Unknown ids are
+    skipped.
 
     Args:
         evidence: the evidence items the answer was written from.
         answer: the answer text with ``[E#]`` citations.
         citation_ids: the cited ids (e.g. ``Verification.citations``).
+        question: the question (default: the one each item was gathered for); its numbers rank
+            after the answer's own.
     """
     by_id = {e.id: e for e in evidence}
     out: List[Dict[str, Any]] = []
@@ -417,12 +424,8 @@ def citation_records(evidence: Sequence[EvidenceItem], answer: str, citation_ids
         if item is None:
             continue
         claim = claims_citing(answer, cid)
-        relied = relied_lines(item, claim) if claim else []
-        if relied:
-            terms = query_terms(claim)
-            snippet = " … ".join(dict.fromkeys(mark_terms(r["text"], terms) for r in relied[:2]))
-        else:
-            snippet, relied = item.snippet, list(item.regions)
+        relied = relied_lines(item, claim, question or item.question) if claim else []
         out.append({"id": cid, "asset_id": item.asset_id, "source": item.source, "page": item.page,
-                    "snippet": snippet, "regions": relied})
+                    "snippet": citation_snippet(relied, claim, item.snippet),
+                    "regions": citation_regions(relied, item.regions)})
     return out

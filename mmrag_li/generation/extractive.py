@@ -18,7 +18,8 @@ and answers exactly "I don't know" when no evidence line qualifies. How it picks
    "Grand Total", "Rechnungsnr.") before loose ones ("#", "Total"), labels of neighbouring
    fields ("Order ID", "Total HT", "Kundennr.") never; ties go to the better-ranked item.
    No row with a value of the asked kind -> "I don't know".
-3. Other questions: candidates (caption sentences, OCR lines, text sentences) are scored with
+3. Other questions: candidates (caption sentences, OCR lines, text sentences, each read with the
+   section heading it sits under, which is never quoted) are scored with
    the packaged all-MiniLM-L6-v2 sentence model when it loads (cosine, mixed with an
    IDF-weighted term overlap), else with the term overlap alone; a question asking for a count,
    amount or date keeps only candidates holding one. Open questions may quote up to
@@ -69,11 +70,14 @@ class Candidate:
         text: the quote.
         score: final score; cosine / lexical / relevance: its parts.
         order: position in the evidence (ties go to the earlier one).
+        context: the section heading the text sits under ("A Principal Node Attributes"); it is
+            scored with the text (a table row says "node" only in its heading) but never quoted.
     """
 
     item_id: str
     text: str
     score: float = 0.0
+    context: str = ""
     cosine: float | None = None
     lexical: float = 0.0
     relevance: float = 0.0
@@ -164,19 +168,21 @@ class ExtractiveAnswerer:
         seen = set()
         n = 0
         for item in evidence:
-            pieces: list[str] = []
+            pieces: list[tuple[str, str]] = []  # (piece, section heading)
             if item.caption:
-                pieces += _text.split_sentences(item.caption)
+                pieces += [(p, "") for p in _text.split_sentences(item.caption)]
             if item.ocr_text:
-                pieces += [ln.strip() for ln in item.ocr_text.splitlines() if ln.strip()]
+                pieces += [(ln.strip(), "") for ln in item.ocr_text.splitlines() if ln.strip()]
             for t in item.texts:
-                pieces += _text.split_sentences(t)
-            for p in pieces:
+                section = item.section_of(t) if hasattr(item, "section_of") else ""
+                pieces += [(p, section) for p in _text.split_sentences(t)]
+            for p, section in pieces:
                 p = _clean_quote(p, self.max_quote_chars)
                 if len(p) < 2 or not re.search(r"\w", p) or (item.id, p) in seen or is_instruction_like(p):
                     continue
                 seen.add((item.id, p))
-                out.append(Candidate(item_id=item.id, text=p, order=n))
+                context = section if section and _text.normalize_ws(section) not in p else ""
+                out.append(Candidate(item_id=item.id, text=p, order=n, context=context))
                 n += 1
         return out
 
@@ -190,7 +196,8 @@ class ExtractiveAnswerer:
         cands = self.candidates(evidence)
         if not cands:
             return []
-        lex = _text.lexical_scores(question, [c.text for c in cands])
+        scored = [f"{c.context}: {c.text}" if c.context else c.text for c in cands]  # heading as context
+        lex = _text.lexical_scores(question, scored)
         for c, s in zip(cands, lex):
             c.lexical = s
         pool = cands
@@ -198,7 +205,7 @@ class ExtractiveAnswerer:
             pool = sorted(cands, key=lambda c: (-c.lexical, c.order))[: self.max_candidates]
         cos = None
         if self.use_embeddings is not False:
-            cos = _text.cosine_scores(question, [c.text for c in pool])
+            cos = _text.cosine_scores(question, [f"{c.context}: {c.text}" if c.context else c.text for c in pool])
             if cos is None and self.use_embeddings:
                 raise RuntimeError("use_embeddings=True but the sentence model could not be loaded")
         if cos is not None:

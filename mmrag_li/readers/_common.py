@@ -91,6 +91,15 @@ class MMReader(BasePydanticReader):
             name = redact_source(name, phone_regions=self.settings.ingest.pii_phone_regions)
         return name
 
+    @property
+    def keep_originals(self) -> str:
+        """How originals are copied into the blob store: ``always`` (verbatim), ``redacted`` (text with
+        its PII replaced, a PDF with its text layer redacted and metadata scrubbed, no verbatim image
+        file) or ``never``; ``ingest.keep_originals``, whose default (null) is ``always``, or ``never``
+        when ``ingest.redact_pii`` is on."""
+        cfg = self.settings.ingest
+        return cfg.keep_originals or ("never" if cfg.redact_pii else "always")
+
     def redact(self, text: str) -> Tuple[str, Dict[str, int]]:
         """(text, {kind: count}) with PII replaced when ``ingest.redact_pii`` is on (before chunking,
         so nothing escapes by being cut in two), else the text unchanged."""

@@ -18,6 +18,7 @@ from llama_index.core.schema import BaseNode
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..enrich.ocr import OCRError, prepare_image
+from ..enrich.ocr.gate import shared_text_gate
 from ..enrich.tiling import tile_boxes
 from ..errors import IngestError, UsageError
 from ..schema import CAPTION, CROP, IMAGE, make_image_node, make_text_node, node_id
@@ -141,7 +142,9 @@ class ImageReader(MMReader):
         common = self.common_meta(src, asset_id, mime, extra_info)
         dpi = _dpi(info)
 
-        blob_path = self.blobs.put_bytes(src.data, asset_id, src.suffix, kind="originals")
+        # The verbatim file (with its EXIF/XMP metadata) only with ingest.keep_originals "always".
+        blob_path = (self.blobs.put_bytes(src.data, asset_id, src.suffix, kind="originals")
+                     if self.keep_originals == "always" else None)
         thumb = self.blobs.thumbnail(img, asset_id, cfg.thumbnail_px)
         model_img = img
         if max(width, height) > cfg.model_max_side:
@@ -150,7 +153,7 @@ class ImageReader(MMReader):
         # The original can be used as is when a model reads it the same way we see it.
         original_ok = (fmt in ("PNG", "JPEG") and model_img is img and info.get("n_frames", 1) == 1
                        and not info.get("exif_transposed") and _original_mode_ok(src))
-        image_path = blob_path if original_ok else self.blobs.put_image(model_img, f"{asset_id}-model")
+        image_path = blob_path if original_ok and blob_path else self.blobs.put_image(model_img, f"{asset_id}-model")
 
         image_meta = dict(common)
         image_meta.update(
@@ -165,8 +168,12 @@ class ImageReader(MMReader):
                                      **image_meta)
         nodes.append(image_node)
 
-        # OCR on the upright full-resolution image (downscaled only when huge; boxes scaled back).
-        if self.ocr is not None:
+        # OCR on the upright full-resolution image (downscaled only when huge; boxes scaled back),
+        # unless the cheap text detector finds no text line in it (ocr.text_gate; most photos).
+        gated = self.ocr is not None and getattr(self.settings.ocr, "text_gate", False)
+        if gated and not shared_text_gate().has_text(img):
+            image_node.metadata["ocr_skipped"] = "no text detected (ocr.text_gate)"
+        elif self.ocr is not None:
             try:
                 result = _recognize(self.ocr, img)
                 redacted = self.redact_ocr(result)
@@ -217,6 +224,9 @@ class ImageReader(MMReader):
                 )
                 nodes.append(make_image_node(asset_id=asset_id, source=source, modality=CROP,
                                              image_path=crop_path, id_parts=(i,), **meta))
+        if blob_path is None:
+            for n in nodes:
+                n.metadata.pop("blob_path", None)
         return nodes
 
 

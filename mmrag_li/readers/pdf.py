@@ -4,7 +4,8 @@ Per page (``page`` is 1-based):
 
 * ``text`` TextNodes: the page's text layer chunked with LlamaIndex's ``SentenceSplitter``; each
   carries ``lines`` (the text-layer lines in the chunk with their boxes in PDF points, origin
-  top-left, see `text_lines`) and ``page_width_pt``/``page_height_pt``, for highlighting matches;
+  top-left, see `text_lines`) and ``page_width_pt``/``page_height_pt``, for highlighting matches,
+  and ``section``: the heading it sits under (`mmrag_li.readers.pdf_sections`), when there is one;
 * one ``page`` ImageNode: the page rendered at ``pdf_render_dpi`` (``bbox`` = whole render, px);
   its text (content) is the page's text layer, or what OCR read on a scanned page, so a stock
   LlamaIndex engine given the page node sees its words too;
@@ -25,7 +26,8 @@ once ``ingest.max_file_budget_s`` is spent, whatever the page count.
 With ``ingest.redact_pii`` each page's text is redacted *before* it is chunked, the matches are
 also blacked out of the page before it is rendered (PyMuPDF redactions), OCR lines are redacted
 before chunking, the file name in ``source`` is redacted, and the original PDF (text layer,
-metadata) is not copied into the blob store.
+metadata) is not copied into the blob store (``ingest.keep_originals``: ``redacted`` stores a
+copy with the page redactions applied and metadata scrubbed instead, ``always`` the verbatim file).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from ..enrich.ocr import OCRError
 from ..errors import IngestError
 from ..schema import IMAGE, PAGE, TEXT, make_image_node, make_text_node
 from ._common import MMReader, mark_redacted, ocr_nodes
+from .pdf_sections import SectionTracker
 
 # A page whose text layer has fewer characters than this and is mostly covered by images is
 # treated as scanned (page numbers or a stamp on a scan must not stop OCR).
@@ -146,6 +149,13 @@ def _redact_page(page: Any, text: str, regions: Any) -> Tuple[str, Dict[str, int
     return redact_text(text, redactor=redactor)
 
 
+def _redacted_copy(doc: Any) -> bytes:
+    """The PDF after its pages' PII redactions (``_redact_page``), with metadata, XMP, attached
+    files, JavaScript and hidden text scrubbed and unreferenced objects dropped."""
+    doc.scrub()
+    return doc.tobytes(garbage=4, deflate=True)
+
+
 def _png_to_pil(data: bytes) -> Image.Image:
     import io
 
@@ -189,9 +199,11 @@ class PDFReader(MMReader):
             asset_id = src.content_hash
             common = self.common_meta(src, asset_id, "application/pdf", extra_info)
             common.update(n_pages=n_pages)
-            if not cfg.redact_pii:  # the original keeps its text layer and metadata: not kept when redacting
+            keep = self.keep_originals  # the verbatim PDF keeps its text layer and metadata: only with "always"
+            if keep == "always":
                 common["blob_path"] = self.blobs.put_bytes(src.data, asset_id, ".pdf", kind="originals")
-            title = ((doc.metadata or {}).get("title") or "").strip()
+            held: Optional[List[BaseNode]] = [] if keep == "redacted" else None  # blob_path comes at the end
+            title = self.redact(((doc.metadata or {}).get("title") or "").strip())[0]
             if title:
                 common["title"] = title
             if doc.is_repaired:
@@ -200,13 +212,14 @@ class PDFReader(MMReader):
             splitter = SentenceSplitter(chunk_size=cfg.chunk_size, chunk_overlap=cfg.chunk_overlap)
             version = pymupdf_version()
             failed = blank = first_blank = 0
+            sections = SectionTracker()  # each text chunk's section heading (metadata "section")
             first_error = ""
             for index in range(n_pages):
                 if budget and time.monotonic() - started > budget:
                     raise IngestError(str(path), f"time budget spent: {budget:g} s (ingest.max_file_budget_s) "
                                                  f"after {index} of {n_pages} pages")
                 try:
-                    nodes = self._page(doc, index, path, asset_id, common, splitter, version)
+                    nodes = self._page(doc, index, path, asset_id, common, splitter, version, sections=sections)
                     if nodes is None:
                         first_blank = index if not blank else first_blank
                         blank += 1
@@ -218,21 +231,34 @@ class PDFReader(MMReader):
                     first_error = first_error or f"{type(exc).__name__}: {exc}"
                     self._warn(path, f"page {index + 1} failed: {type(exc).__name__}: {exc}")
                     continue
-                yield from nodes
+                if held is not None:
+                    held.extend(nodes)
+                else:
+                    yield from nodes
             if failed == n_pages:
                 raise IngestError(str(path), f"all {n_pages} pages failed to load (first: {first_error})")
             if blank and blank + failed == n_pages:  # nothing but blank pages: keep one page node
                 nodes = self._page(doc, first_blank, path, asset_id, common, splitter, version, keep_blank=True) or []
                 for n in nodes:
                     n.metadata["blank_pages"] = blank
-                yield from nodes
+                if held is not None:
+                    held.extend(nodes)
+                else:
+                    yield from nodes
+            if held is not None:
+                blob = self.blobs.put_bytes(_redacted_copy(doc), f"{asset_id}-redacted", ".pdf", kind="originals")
+                for n in held:
+                    n.metadata["blob_path"] = blob
+                yield from held
         finally:
             doc.close()
 
     # ------------------------------------------------------------------------------------------
     def _page(self, doc, index: int, path: Path, asset_id: str, common: Dict[str, Any],
-              splitter: SentenceSplitter, version: str, keep_blank: bool = False) -> Optional[List[BaseNode]]:
-        """The nodes of one page; None for a blank page (no ink: nothing rendered, nothing OCRed)."""
+              splitter: SentenceSplitter, version: str, keep_blank: bool = False,
+              sections: Optional[SectionTracker] = None) -> Optional[List[BaseNode]]:
+        """The nodes of one page; None for a blank page (no ink: nothing rendered, nothing OCRed).
+        ``sections`` follows the document's headings from page to page (chunk metadata "section")."""
         pm = _pymupdf()
         cfg = self.settings.ingest
         page = doc.load_page(index)
@@ -266,6 +292,8 @@ class PDFReader(MMReader):
         except Exception as exc:
             page_errors.append(f"text lines: {exc}")
             page_lines = []
+        if sections is not None:  # after redaction too: a heading never holds redacted text
+            sections.start_page(page if text else None)
         size_pt = dict(page_width_pt=round(page_rect.width, 2), page_height_pt=round(page_rect.height, 2))
 
         # -- the rendered page ----------------------------------------------------------------
@@ -290,8 +318,11 @@ class PDFReader(MMReader):
         chunks = [c for c in splitter.split_text(text) if c.strip()] if text else []
         for j, chunk in enumerate(chunks):
             meta = dict(common)
-            meta.update(page=page_no, chunk_index=j, thumbnail_path=thumb, lines=lines_in(chunk, page_lines),
-                        **size_pt, **prod)
+            chunk_lines = lines_in(chunk, page_lines)
+            meta.update(page=page_no, chunk_index=j, thumbnail_path=thumb, lines=chunk_lines, **size_pt, **prod)
+            section = sections.of_lines([ln["bbox"][1] for ln in chunk_lines]) if sections else ""
+            if section:
+                meta["section"] = section
             node = make_text_node(chunk, asset_id=asset_id, source=source, modality=TEXT,
                                   id_parts=(f"p{page_no}", j), **meta)
             for keys in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):

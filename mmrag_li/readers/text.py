@@ -68,8 +68,12 @@ class TextReader(MMReader):
         mime = "text/markdown" if is_md else "text/plain"
         common = self.common_meta(src, asset_id, mime, extra_info)
         common.update(encoding=encoding, producer="mmrag_li.TextReader", producer_version=_version())
-        if not redacted:  # a verbatim copy of a file that held PII is not kept
+        keep = self.keep_originals  # a verbatim copy of a file that held PII is kept only with "always"
+        if keep == "always" or (keep == "redacted" and not redacted):
             common["blob_path"] = self.blobs.put_bytes(src.data, asset_id, src.suffix, kind="originals")
+        elif keep == "redacted":
+            common["blob_path"] = self.blobs.put_bytes(text.encode("utf-8"), f"{asset_id}-redacted", src.suffix,
+                                                       kind="originals")
         source = self.source_name(path)
         splitter = SentenceSplitter(chunk_size=cfg.chunk_size, chunk_overlap=cfg.chunk_overlap)
 

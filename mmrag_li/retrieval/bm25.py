@@ -1,6 +1,10 @@
 """Exact keyword retrieval (BM25, via ``bm25s``) over OCR, caption and document text.
 
 Vector search blurs identifiers: "invoice 4711" must find the page that literally says 4711.
+Tokens are lower-cased with plurals folded (`fold_plural`: "nodes" finds "Node"), and a chunk
+whose section heading (metadata ``section``: a PDF heading, a Markdown header path) holds query
+terms scores higher (:data:`SECTION_BONUS`): "the default fontsize for nodes" belongs to the
+"Principal Node Attributes" table, not to the edge or graph tables that list fontsize too.
 The index is rebuilt in memory from the stores when their contents change (cheap: ~1 s per
 100k short chunks), so it never disagrees with what is stored. It is built per tenant scope
 (the collections a caller may see, :class:`BM25Cache`), so scores never depend on hidden documents.
@@ -30,6 +34,8 @@ _WORD = re.compile(TOKEN_PATTERN)
 PHRASE_BONUS = 0.5  # score x (1 + bonus * share of the query's adjacent word pairs found in order)
 HEADING_BONUS = 0.25  # extra share when the phrase sits in the first words (a title, "INVOICE 4711")
 HEADING_WORDS = 12
+SECTION_BONUS = 1.0  # score x (1 + bonus * share of the query's terms found in the chunk's section heading)
+_STOPWORDS = frozenset(bm25s.stopwords.STOPWORDS_EN)
 _NUM_SEP = re.compile(r"(?<=\d)[,.'’](?=\d{3}\b)")  # 1,939.00 -> 1939.00
 
 
@@ -42,15 +48,40 @@ def normalise_text(text: str) -> str:
     return _NUM_SEP.sub("", text)
 
 
+def fold_plural(token: str) -> str:
+    """A lower-cased token with a plural ending folded ("nodes" -> "node", "entries" -> "entry";
+    "class", "bus", "4s" stay). Applied to documents and queries alike, so over-folding only merges.
+
+    Args:
+        token: one word.
+    """
+    t = token.lower()
+    if len(t) > 4 and t.endswith("ies"):
+        return t[:-3] + "y"
+    if len(t) > 3 and t.endswith("s") and not t.endswith("ss") and not t[-2].isdigit():
+        return t[:-1]
+    return t
+
+
+def _fold_all(tokens: List[str]) -> List[str]:
+    return [fold_plural(t) for t in tokens]
+
+
+def _terms(text: str) -> set:
+    """The folded, non-stop-word terms of ``text`` (for the section bonus)."""
+    return {fold_plural(w) for w in _WORD.findall(text or "") if w.lower() not in _STOPWORDS}
+
+
 def _pairs(text: str) -> set:
     """Adjacent lower-cased word pairs: "INVOICE 4711" matches the query "invoice 4711" as a phrase."""
-    words = [w.lower() for w in _WORD.findall(text)]
+    words = [fold_plural(w) for w in _WORD.findall(text)]
     return set(zip(words, words[1:]))
 
 
 class BM25Index:
     """An in-memory BM25 index over the text of ``nodes`` (empty-text nodes are left out), with a
-    phrase bonus for query word pairs found in order, more so in the first words (a heading).
+    phrase bonus for query word pairs found in order, more so in the first words (a heading), and a
+    bonus for query terms in the node's ``section`` metadata (module docstring).
 
     Args:
         nodes: the nodes to index.
@@ -61,7 +92,9 @@ class BM25Index:
         self._bm25: Optional[bm25s.BM25] = None
         if self.nodes:
             corpus = [normalise_text(n.get_content(MetadataMode.NONE)) for n in self.nodes]
-            tokens = bm25s.tokenize(corpus, token_pattern=TOKEN_PATTERN, stopwords="en", show_progress=False)
+            tokens = bm25s.tokenize(corpus, token_pattern=TOKEN_PATTERN, stopwords="en", stemmer=_fold_all,
+                                    show_progress=False)
+            self._sections = [_terms(str((n.metadata or {}).get("section") or "")) for n in self.nodes]
             self._bm25 = bm25s.BM25()
             self._bm25.index(tokens, show_progress=False)
 
@@ -81,7 +114,7 @@ class BM25Index:
         if self._bm25 is None or not query.strip():
             return []
         q = bm25s.tokenize([normalise_text(query)], token_pattern=TOKEN_PATTERN, stopwords="en",
-                           show_progress=False, allow_empty=True)
+                           stemmer=_fold_all, show_progress=False, allow_empty=True)
         if not len(q.vocab):
             return []
         mask = None
@@ -89,9 +122,10 @@ class BM25Index:
             mask = np.array([1.0 if predicate(n) else 0.0 for n in self.nodes], dtype=np.float32)
             if not mask.any():
                 return []
-        k = min(k, len(self.nodes))
-        idx, scores = self._bm25.retrieve(q, k=k, show_progress=False, weight_mask=mask, n_threads=1)
+        pool = min(len(self.nodes), 2 * k)  # the bonuses below may lift a node from just outside k
+        idx, scores = self._bm25.retrieve(q, k=pool, show_progress=False, weight_mask=mask, n_threads=1)
         pairs = _pairs(normalise_text(query))
+        terms = _terms(normalise_text(query))
         out = []
         for i, s in zip(idx[0], scores[0]):
             if s > 0:
@@ -101,8 +135,12 @@ class BM25Index:
                     found = pairs & _pairs(text)
                     heading = pairs & _pairs(" ".join(_WORD.findall(text)[:HEADING_WORDS]))
                     s = s * (1 + (PHRASE_BONUS * len(found) + HEADING_BONUS * len(heading)) / len(pairs))
+                section = self._sections[int(i)]
+                if terms and section:
+                    s = s * (1 + SECTION_BONUS * len(terms & section) / len(terms))
                 out.append(NodeWithScore(node=node, score=float(s)))
-        return sorted(out, key=lambda h: -(h.score or 0.0))
+        # ties (two documents with the same words) go by node id, not by the order they were stored in
+        return sorted(out, key=lambda h: (-(h.score or 0.0), h.node.node_id))[:k]
 
 
 class BM25Cache:

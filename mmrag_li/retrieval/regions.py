@@ -195,7 +195,8 @@ def line_score(text: str, terms: Sequence[str], phrase: Sequence[str] = (),
 
 
 def mark_terms(text: str, terms: Sequence[str], left: str = MARK_OPEN, right: str = MARK_CLOSE) -> str:
-    """``text`` with every word that is one of ``terms`` wrapped in «…».
+    """``text`` with every word that is one of ``terms`` wrapped in «…» (a number whose parts are all
+    marked, such as 1,939.00, is marked whole).
 
     Args:
         text: the text to mark.
@@ -204,7 +205,9 @@ def mark_terms(text: str, terms: Sequence[str], left: str = MARK_OPEN, right: st
         right: closing mark.
     """
     wanted = set(terms)
-    return _WORD.sub(lambda m: f"{left}{m.group(0)}{right}" if _norm(m.group(0)) in wanted else m.group(0), text or "")
+    out = _WORD.sub(lambda m: f"{left}{m.group(0)}{right}" if _norm(m.group(0)) in wanted else m.group(0), text or "")
+    glue = re.compile(r"(?<=\d)" + re.escape(right) + r"([.,:/'-])" + re.escape(left) + r"(?=\d)")
+    return glue.sub(r"\1", out)
 
 
 # ---- lines with boxes -------------------------------------------------------------------------------
