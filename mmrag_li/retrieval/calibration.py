@@ -237,6 +237,7 @@ class Calibration:
         fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=".calibration.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(self.to_dict(), fh, indent=1)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the file is not secret
         os.replace(tmp, path)
         return path
 
@@ -380,8 +381,7 @@ def retriever_floors(fusion: Any, names: Sequence[str]) -> Dict[str, float]:
 def store_counts(stores: Any) -> Dict[str, int]:
     """Node count per collection (empty when ``stores`` cannot count).
 
-    Args:
-        stores: a ``ModalityStores`` or None.
+    Args: stores: a ``ModalityStores`` or None.
     """
     try:
         return {str(k): int(v) for k, v in stores.count().items()} if stores is not None else {}

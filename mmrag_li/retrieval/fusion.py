@@ -34,6 +34,7 @@ from mmrag_li.guard.views import GuardedStores
 from mmrag_li.retrieval.bm25 import BM25Cache, compile_filters
 from mmrag_li.retrieval.hits import (EVIDENCE_PER_ASSET, AssetHit, asset_of, choose_evidence, explain,
                                      group_by_asset, hit_key, rank_assets)
+from mmrag_li.retrieval.query_vectors import QueryVectorMemo, run_concurrently
 from mmrag_li.retrieval.regions import regions_for, snippet_for
 from mmrag_li.retrieval.retrievers import (ALL_RETRIEVERS, TEXT_FLOOR, TEXT_RETRIEVERS, ScopedRetriever,
                                            and_filters, combine_filters, default_retrievers)
@@ -180,7 +181,7 @@ class FusionRetriever(BaseRetriever):
             the same as :meth:`from_defaults`.)
         config: retrieval settings (fusion, rrf_k, normalize, weights, top_k, rerank, ...).
         weights: retriever name -> weight; overrides ``config.weights``.
-        fusion: "rrf" or "weighted"; overrides ``config.fusion``.
+        fusion: "rrf", "weighted", "score_aware" or "learned"; overrides ``config.fusion``.
         filters: ``MetadataFilters`` applied to every query.
         reranker: a :class:`~mmrag_li.retrieval.rerank.Reranker` run over the fused top
             ``config.rerank_top_n`` when ``config.rerank`` is on.
@@ -274,7 +275,8 @@ class FusionRetriever(BaseRetriever):
         return r.floor if isinstance(r, ScopedRetriever) else self.config.min_scores.get(name)
 
     def _prepare(self, name: str, query_str: str, image_path: Optional[str], filters: Optional[MetadataFilters],
-                 k: Optional[int]) -> Tuple[Optional[BaseRetriever], QueryBundle]:
+                 k: Optional[int], vectors: Optional[QueryVectorMemo] = None
+                 ) -> Tuple[Optional[BaseRetriever], QueryBundle]:
         r = self.retrievers.get(name)
         if r is None:
             raise ValueError(f"unknown retriever {name!r} (this FusionRetriever has: {', '.join(self.retrievers)})")
@@ -284,7 +286,7 @@ class FusionRetriever(BaseRetriever):
         if self.guard.denies_all:
             return None, bundle
         if isinstance(r, ScopedRetriever):
-            r = r.scoped(and_filters(self.filters, filters), k, guard=self.guard)
+            r = r.scoped(and_filters(self.filters, filters), k, guard=self.guard, vectors=vectors)
         return r, bundle
 
     def _finish(self, name: str, hits: List[NodeWithScore], filters: Optional[MetadataFilters],
@@ -303,7 +305,8 @@ class FusionRetriever(BaseRetriever):
         return hits[:k] if k else hits
 
     def run_one(self, name: str, query_str: str, image_path: Optional[str] = None,
-                filters: Optional[MetadataFilters] = None, k: Optional[int] = None) -> List[NodeWithScore]:
+                filters: Optional[MetadataFilters] = None, k: Optional[int] = None,
+                vectors: Optional[QueryVectorMemo] = None) -> List[NodeWithScore]:
         """Run one named retriever with a fresh ``QueryBundle``; public so evaluation can score
         retrievers on their own.
 
@@ -313,14 +316,16 @@ class FusionRetriever(BaseRetriever):
             image_path: the query image, for retrievers that need one.
             filters: extra filters for this call.
             k: result size (default: the retriever's own).
+            vectors: query vectors shared with the other retrievers of this query (built-in ones).
         """
-        r, bundle = self._prepare(name, query_str, image_path, filters, k)
+        r, bundle = self._prepare(name, query_str, image_path, filters, k, vectors)
         return [] if r is None else self._finish(name, r.retrieve(bundle), filters, k)
 
     async def arun_one(self, name: str, query_str: str, image_path: Optional[str] = None,
-                       filters: Optional[MetadataFilters] = None, k: Optional[int] = None) -> List[NodeWithScore]:
+                       filters: Optional[MetadataFilters] = None, k: Optional[int] = None,
+                       vectors: Optional[QueryVectorMemo] = None) -> List[NodeWithScore]:
         """Async twin of :meth:`run_one` (same arguments)."""
-        r, bundle = self._prepare(name, query_str, image_path, filters, k)
+        r, bundle = self._prepare(name, query_str, image_path, filters, k, vectors)
         return [] if r is None else self._finish(name, await r.aretrieve(bundle), filters, k)
 
     def plan(self, query: QueryBundle, describe: Optional[Callable[[str], str]] = None
@@ -345,20 +350,26 @@ class FusionRetriever(BaseRetriever):
 
     def run_all(self, query: QueryBundle | str, filters: Optional[MetadataFilters] = None
                 ) -> Dict[str, List[NodeWithScore]]:
-        """Every planned retriever's hits, by name.
+        """Every planned retriever's hits, by name. They run concurrently (threads) and share the query
+        vectors: one encode per embedding space (:class:`~mmrag_li.retrieval.query_vectors.QueryVectorMemo`).
 
         Args:
             query: the query (a string or a ``QueryBundle`` with an optional ``image_path``).
             filters: extra filters for this call.
         """
         names, query_str, image_path = self.plan(_bundle(query))
-        return {n: self.run_one(n, query_str, image_path, filters) for n in names}
+        memo = QueryVectorMemo()
+        results = run_concurrently([lambda n=n: self.run_one(n, query_str, image_path, filters, vectors=memo)
+                                    for n in names])
+        return dict(zip(names, results))
 
     async def arun_all(self, query: QueryBundle | str, filters: Optional[MetadataFilters] = None
                        ) -> Dict[str, List[NodeWithScore]]:
         """Async twin of :meth:`run_all`: the retrievers run concurrently (same arguments)."""
         names, query_str, image_path = await asyncio.to_thread(self.plan, _bundle(query))
-        results = await asyncio.gather(*(self.arun_one(n, query_str, image_path, filters) for n in names))
+        memo = QueryVectorMemo()
+        results = await asyncio.gather(*(self.arun_one(n, query_str, image_path, filters, vectors=memo)
+                                         for n in names))
         return dict(zip(names, results))
 
     # ---- fusion ---------------------------------------------------------------------------

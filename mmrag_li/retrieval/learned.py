@@ -103,6 +103,7 @@ class FusionModel:
         fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=".fusion.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(self.to_dict(), fh, indent=1, ensure_ascii=False)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the file is not secret
         os.replace(tmp, path)
         return path
 

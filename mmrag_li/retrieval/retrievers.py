@@ -15,7 +15,9 @@ stock LlamaIndex pipeline, or inside :class:`~mmrag_li.retrieval.fusion.FusionRe
 
 Every retriever embeds the query itself and ignores ``QueryBundle.embedding``: an embedding cached
 on a shared bundle by another retriever (another model, another dimension) must never be reused
-(LlamaIndex's QueryFusionRetriever trap, see DESIGN.md).
+(LlamaIndex's QueryFusionRetriever trap, see DESIGN.md). Within one fused query the vector retrievers
+share a :class:`~mmrag_li.retrieval.query_vectors.QueryVectorMemo` (``scoped(vectors=...)``): one
+encode per embedding space, never across spaces.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from llama_index.core.vector_stores.types import MetadataFilters
 from mmrag_li.config import RetrievalConfig
 from mmrag_li.guard.scope import CollectionGuard
 from mmrag_li.retrieval.bm25 import BM25Cache, compile_filters
+from mmrag_li.retrieval.query_vectors import QueryVectorMemo
 
 TEXT_RETRIEVERS = ("caption", "ocr", "text")
 IMAGE_RETRIEVERS = ("image", "image2image")
@@ -134,6 +137,8 @@ class ScopedRetriever(BaseRetriever):
 
     #: True for retrievers that need ``QueryBundle.image_path`` (fusion runs them for image queries only).
     needs_image: bool = False
+    #: Query vectors shared with the other retrievers of the same query (set by :meth:`scoped`).
+    vectors: Optional[QueryVectorMemo] = None
 
     def __init__(self, similarity_top_k: int = 20, min_score: Floor = None,
                  filters: Optional[MetadataFilters] = None, allowed_collections: Optional[Sequence[str]] = None,
@@ -169,7 +174,8 @@ class ScopedRetriever(BaseRetriever):
         return combine_filters(and_filters(self.filters, extra), self.guard)
 
     def scoped(self, filters: Optional[MetadataFilters] = None, top_k: Optional[int] = None,
-               allowed_collections: Optional[Sequence[str]] = None, guard: Any = None) -> "ScopedRetriever":
+               allowed_collections: Optional[Sequence[str]] = None, guard: Any = None,
+               vectors: Optional[QueryVectorMemo] = None) -> "ScopedRetriever":
         """A shallow copy narrowed for one query: more filters, another k, a further tenant guard.
 
         Args:
@@ -177,9 +183,12 @@ class ScopedRetriever(BaseRetriever):
             top_k: result size for the copy (None keeps ``similarity_top_k``).
             allowed_collections: collections intersected with this retriever's guard (None = none added).
             guard: a further ``CollectionGuard`` intersected with it (None = none added).
+            vectors: query vectors shared with the other retrievers of this query (None keeps the own).
         """
         _ = self.floor  # resolve a lazy floor once, here, rather than in every copy
         new = copy.copy(self)
+        if vectors is not None:
+            new.vectors = vectors
         new.similarity_top_k = top_k or self.similarity_top_k
         new.guard = self.guard.narrow(CollectionGuard(allowed_collections)).narrow(guard)
         new.filters = and_filters(self.filters, filters)
@@ -265,7 +274,10 @@ class VectorCollectionRetriever(ScopedRetriever):
 
     def search(self, query_bundle: QueryBundle, filters: Optional[MetadataFilters], k: int) -> List[NodeWithScore]:
         """Cosine top-``k`` of the query text in ``collection`` (see :meth:`ScopedRetriever.search`)."""
-        vec = self.embed_model.get_query_embedding(query_bundle.query_str)
+        if self.vectors is not None:
+            vec = self.vectors.get(self.embed_model, query_bundle.query_str)
+        else:
+            vec = self.embed_model.get_query_embedding(query_bundle.query_str)
         return self.stores.query(self.collection, vec, k, filters)
 
 

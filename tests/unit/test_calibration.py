@@ -1,0 +1,96 @@
+"""Calibrated abstention: percentiles/ECDF, the calibration file, and on a small real store (the
+session's shared tune corpus) a retriever abstains on an unrelated query and not on a related one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mmrag_li.retrieval.calibration import (CALIBRATION_FILE, Calibration, CalibrationError, RetrieverCalibration,
+                                            ScoreAwareFuser, ecdf, ensure_calibration, n_tokens, percentiles)
+from tests.tune_corpus import RELATED, UNRELATED, shared_store
+
+# Floors off: calibration alone must tell signal from noise (every dense retriever returns k hits).
+NO_FLOORS = {"image": -1.0, "caption": -1.0, "ocr": -1.0, "text": -1.0, "image2image": -1.0}
+
+
+def test_percentiles_and_ecdf():
+    p = percentiles([float(i) for i in range(101)])
+    assert len(p) == 99 and p[0] == pytest.approx(1.0) and p[94] == pytest.approx(95.0)
+    assert ecdf(p, -5) == 0.0 and ecdf(p, 500) == 1.0
+    assert ecdf(p, 50.0) == pytest.approx(0.5, abs=0.011)
+    assert ecdf(p, 10) < ecdf(p, 20) < ecdf(p, 90)
+    assert ecdf([], 3.0) == 1.0  # nothing calibrated: full confidence
+
+
+def test_calibration_file_round_trip_and_staleness(tmp_path):
+    cal = Calibration({"text": RetrieverCalibration("minilm", "text", {"all": percentiles([0.1, 0.2, 0.3])},
+                                                    {"all": 3})}, {"text": 100}, 1.0, 3, {"text": 0.2})
+    path = cal.save(tmp_path / CALIBRATION_FILE)
+    again = Calibration.load(path)
+    assert again.models() == {"text": "minilm@text"} and again.counts == {"text": 100}
+    assert again.confidence("text", 0.25, 3) == pytest.approx(cal.confidence("text", 0.25, 3))
+    assert again.abstains("text", 0.2, 3) and not again.abstains("text", 0.9, 3)
+    assert not again.abstains("bm25", 0.0, 3)  # uncalibrated retrievers never abstain
+    assert not again.is_stale({"text": "minilm@text"}, {"text": 105}, {"text": 0.2})
+    assert again.is_stale({"text": "minilm@text"}, {"text": 150}, {"text": 0.2})  # grew by 50 %
+    assert again.is_stale({"text": "other@text"}, {"text": 100})  # another model
+    assert again.is_stale({"text": "minilm@text"}, {"text": 100}, {"text": 0.0})  # another floor
+    assert Calibration.load(tmp_path / "missing.json") is None
+    (tmp_path / "bad.json").write_text(json.dumps({"version": 99}))
+    with pytest.raises(CalibrationError, match="bad.json"):
+        Calibration.load(tmp_path / "bad.json")
+
+
+@pytest.fixture(scope="module")
+def rag(tmp_path_factory):
+    from mmrag_li.pipeline import MultiModalRAG
+
+    tc = shared_store(tmp_path_factory)
+    with MultiModalRAG.from_config(None, store_dir=str(tc.store)) as r:
+        yield r
+
+
+@pytest.mark.slow
+def test_abstains_on_unrelated_not_on_related(rag):
+    retriever = rag.as_retriever(min_scores=NO_FLOORS)
+    cal = ensure_calibration(retriever)
+    assert (rag.store_dir / CALIBRATION_FILE).is_file()
+    assert set(cal.retrievers) == {"image", "caption", "ocr", "text", "bm25"}
+
+    def tops(query):
+        out = {}
+        for name in cal.retrievers:
+            hits = retriever.run_one(name, query, None, None, 5)
+            if hits:
+                out[name] = max(h.score for h in hits)
+        return out
+
+    unrelated = tops(UNRELATED)
+    assert {"image", "caption", "ocr", "text"} <= set(unrelated)  # without floors they all return hits...
+    assert all(cal.abstains(n, s, n_tokens(UNRELATED)) for n, s in unrelated.items())  # ...and all abstain
+    related = tops(RELATED)
+    assert not cal.abstains("ocr", related["ocr"], n_tokens(RELATED))
+    assert not cal.abstains("bm25", related["bm25"], n_tokens(RELATED))
+    assert cal.abstains("text", related["text"], n_tokens(RELATED))  # no text document mentions invoices
+    photo = tops("a cat")
+    assert not cal.abstains("image", photo["image"], n_tokens("a cat"))
+
+    again = ensure_calibration(retriever)  # same models, floors and store: read back, not recomputed
+    assert again.created == cal.created
+
+
+@pytest.mark.slow
+def test_score_aware_fusion_on_store(rag):
+    retriever = rag.as_retriever(min_scores=NO_FLOORS, fusion="score_aware")
+    assert isinstance(retriever.fuser(), ScoreAwareFuser)
+    top = retriever.retrieve_assets("invoice number 58213", top_k=3)
+    assert top[0].source.endswith("invoice_58213.png")
+    assert retriever.retrieve_assets("a cat", top_k=3)[0].source.endswith("cat_chelsea.jpg")
+    per = retriever.run_all("invoice number 58213")
+    from mmrag_li.retrieval.hits import rank_assets
+
+    ranked = {n: rank_assets(h) for n, h in per.items() if h}
+    active = retriever.fuser().active(ranked, "invoice number 58213")
+    assert "bm25" in active and "image" not in active
