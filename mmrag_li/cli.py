@@ -1,4 +1,4 @@
-"""``mmrag`` command line: ingest | inspect | search | query | eval | stats | delete | serve.
+"""``mmrag`` command line: ingest | inspect | search | query | eval | stats | delete | gc | serve.
 
 Thin on purpose: parse, open the facade (``with MultiModalRAG.from_config(...) as rag``), call it,
 print. Contract (../DESIGN.md, "Command-line contract"): ``--json`` prints exactly one JSON
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from mmrag_li.assets import AssetNotFoundError, MIN_ASSET_PREFIX, UsageError, require_store
-from mmrag_li.cli_format import (clean, format_answer, format_eval_done, format_ingest, format_inspect,
+from mmrag_li.cli_format import (clean, format_answer, format_eval_done, format_gc, format_ingest, format_inspect,
                                  format_results, format_stats)
 from mmrag_li.errors import ConfigError, MMRAGError
 from mmrag_li.present import query_json, search_json
@@ -120,7 +120,7 @@ def server(args: argparse.Namespace) -> Optional[str]:
 def cmd_ingest(args: argparse.Namespace) -> int:
     with open_rag(args, need_store=False) as rag:
         report = rag.ingest(args.paths, prune=args.prune, workers=args.workers, progress=not args.quiet,
-                            collection=args.collection)
+                            collection=args.collection, executor=args.executor, ray_address=args.ray_address)
     data = report.to_dict()
     emit(args, data, format_ingest(data, prune=args.prune))
     return EXIT_PARTIAL if data["failed"] else EXIT_OK
@@ -194,13 +194,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.corpus and not Path(args.corpus).is_dir():
         raise EvalUsageError(f"--corpus is not a folder: {args.corpus}")
     load_queries(args.queries, args.corpus)
-    with open_rag(args, need_store=not args.corpus) as rag:
+    from mmrag_li.evaluation.tune import fusion_overrides
+
+    overrides = fusion_overrides(args.fusion, args.fusion_model)
+    with open_rag(args, need_store=not args.corpus, **overrides) as rag:
         report = evaluate(rag, args.queries, args.corpus, ks, abl, baselines=args.baselines, progress=True)
     md = render_markdown(report)
     if args.out:
         report["written"] = write_outputs(report, md, args.out)
         print(format_eval_done(report["written"]), file=sys.stderr)
     emit(args, report, md)
+    return EXIT_OK
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from mmrag_li.evaluation.tune import check_tune_args, format_tune, run_tune
+
+    check_tune_args(args.queries, args.corpus, args.folds, args.k)  # usage errors (exit 2) before any load
+    with open_rag(args, need_store=not args.corpus) as rag:
+        report = run_tune(rag, args.queries, args.corpus, args.out, args.folds, args.k, args.seed, progress=True)
+    emit(args, report, format_tune(report))
     return EXIT_OK
 
 
@@ -233,6 +246,13 @@ def cmd_delete(args: argparse.Namespace) -> int:
             return EXIT_FATAL
         n = rag.delete(asset)
     emit(args, {"asset_id": asset, "deleted_nodes": n}, f"deleted {n} node(s) of asset {asset}")
+    return EXIT_OK
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    with open_rag(args) as rag:
+        data = rag.gc(grace_s=args.grace)
+    emit(args, data, format_gc(data))
     return EXIT_OK
 
 
@@ -285,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=positive_int, default=None)
     s.add_argument("--collection", default=None,
                    help="collection (tenant) stamped on every node (default: ingest.collection)")
+    s.add_argument("--executor", choices=["local", "ray"], default=None,
+                   help="local threads, or a Ray cluster (pip install mmrag_li[ray]); default: ingest.executor")
+    s.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="Ray cluster for --executor ray (host:port; default: ingest.ray.address, $RAY_ADDRESS, "
+                        "else a local Ray for the run)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_ingest)
 
@@ -319,16 +344,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ablate", default="", help="comma list of captions,ocr,tiling,rerank")
     s.add_argument("--out", help="folder for report.json, report.md and recall.png")
     s.add_argument("--baselines", action="store_true", help="also run the baseline pipelines")
+    s.add_argument("--fusion", choices=["rrf", "weighted", "score_aware", "learned"],
+                   help="evaluate with this fusion instead of the configured one")
+    s.add_argument("--fusion-model", help="learned fusion model file (from `mmrag tune --out`); implies --fusion learned")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("tune", parents=[common], help="learn the fusion from labelled queries (cross-validated)")
+    s.add_argument("--queries", required=True, help="JSON lines, the `mmrag eval` format")
+    s.add_argument("--corpus", help="folder the relevant paths are relative to (ingested if needed)")
+    s.add_argument("--out", help="write the fusion model (JSON) here")
+    s.add_argument("--folds", type=int, default=5, help="cross-validation folds (>= 2)")
+    s.add_argument("--k", default="1,5,10")
+    s.add_argument("--seed", type=int, default=0, help="fold assignment seed")
+    s.set_defaults(func=cmd_tune)
 
     s = sub.add_parser("stats", parents=[common], help="assets and nodes per collection")
     s.set_defaults(func=cmd_stats)
 
-    s = sub.add_parser("delete", parents=[common], help="remove one asset from every collection")
+    s = sub.add_parser("delete", parents=[common], help="remove one asset (nodes, blobs, old table versions)")
     s.add_argument("target", metavar="PATH_OR_ASSET_ID",
                    help=f"an ingested file, or an asset id (a unique prefix of >= {MIN_ASSET_PREFIX} characters)")
     s.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     s.set_defaults(func=cmd_delete)
+
+    s = sub.add_parser("gc", parents=[common], help="remove blobs no stored node uses and old table versions")
+    s.add_argument("--grace", type=float, default=None, metavar="SECONDS",
+                   help="keep unreferenced blobs younger than this (default store.gc_grace_s)")
+    s.set_defaults(func=cmd_gc)
 
     s = sub.add_parser("serve", parents=[common], help="HTTP API + web page over the store (models load once)")
     s.add_argument("--host", default=None,

@@ -87,6 +87,8 @@ def format_ingest(data: Mapping[str, Any], prune: bool = False) -> str:
         extra.append(f"timed out: {data['timed_out']}")
     if extra:
         lines.append("  ".join(extra))
+    for skip in data.get("prune_skipped") or []:  # --prune removed nothing under these: say why
+        lines.append(f"NOT PRUNED under {rel(skip.get('path'))}: {clean(skip.get('reason'))}")
     for note in data.get("recovered") or []:
         lines.append(f"recovered: {clean(note)}")
     warnings = data.get("warnings") or []
@@ -194,6 +196,19 @@ def format_stats(data: Mapping[str, Any]) -> str:
     lines += [f"  {clean(k)}: {v}" for k, v in (data.get("nodes") or {}).items()]
     if data.get("files"):
         lines.append("  files: " + ", ".join(f"{clean(k)}={v}" for k, v in data["files"].items()))
+    return "\n".join(lines)
+
+
+def format_gc(data: Mapping[str, Any]) -> str:
+    """``mmrag gc``: unreferenced blobs and old table versions removed, and the bytes freed."""
+    def mb(n: Any) -> str:
+        return f"{int(n or 0) / 1048576:.2f} MB"
+
+    lines = [f"removed {data.get('blobs_removed', 0)} unreferenced blob(s) ({mb(data.get('blob_bytes_freed'))}) and "
+             f"{data.get('versions_removed', 0)} old table version(s) ({mb(data.get('version_bytes_freed'))})"]
+    if data.get("blobs_kept_recent"):
+        lines.append(f"kept {data['blobs_kept_recent']} unreferenced blob(s) younger than store.gc_grace_s (an ingest "
+                     "may still reference them); `mmrag gc --grace 0` removes them when no ingest is running")
     return "\n".join(lines)
 
 

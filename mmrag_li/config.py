@@ -135,6 +135,7 @@ class OCRConfig(KindConfig):
     group: ClassVar[str] = "ocr_engines"
     default_kind: ClassVar[str] = "tesseract"
     section: ClassVar[str] = "ocr"
+    text_gate: bool = Field(True, description="Skip full OCR of images in which a cheap text detector finds no text.")
 
     @classmethod
     def upgrade_keys(cls, data: Dict[str, Any]) -> Dict[str, Any]:

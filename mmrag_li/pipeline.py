@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from llama_index.core.schema import QueryBundle
 
 from mmrag_li.components import PipelineComponents
 from mmrag_li.config import Settings
+from mmrag_li.errors import UsageError
 from mmrag_li.ingest.errors import IngestAborted, StoreNotWritableError
 from mmrag_li.ingest.report import DEFAULT_COLLECTION, NODE_KINDS, IngestReport, display_path
 from mmrag_li.ingest.transforms import check_collection, scoped_asset_id
+from mmrag_li.ingest.upkeep import StoreUpkeep
 from mmrag_li.stores import StoreCorruptError
 
 log = logging.getLogger("mmrag_li")
@@ -30,7 +32,7 @@ def _bundle(text: Optional[str], image: Optional[str | Path]) -> QueryBundle:
     return QueryBundle(query_str=text or "", image_path=str(image) if image else None)
 
 
-class MultiModalRAG(PipelineComponents):
+class MultiModalRAG(PipelineComponents, StoreUpkeep):
     """Ingest, retrieve and answer over a folder of images, PDFs and text.
 
     Heavy parts (models, stores) are built on first use (:class:`~mmrag_li.components.PipelineComponents`),
@@ -59,10 +61,10 @@ class MultiModalRAG(PipelineComponents):
 
     from_defaults = from_config
 
-    # ---- ingestion and store upkeep -----------------------------------------------------------------
+    # ---- ingestion (reconcile, prune, prune_report, delete, gc: ingest.upkeep.StoreUpkeep) ---------------
     def ingest(self, paths: Sequence[str | Path] | str | Path, prune: bool = False, workers: Optional[int] = None,
-               batch_files: Optional[int] = None, progress: bool = True,
-               collection: Optional[str] = None) -> IngestReport:
+               batch_files: Optional[int] = None, progress: bool = True, collection: Optional[str] = None,
+               executor: Optional[str] = None, ray_address: Optional[str] = None) -> IngestReport:
         """Read, enrich, embed and store every file under ``paths``; never aborts on a bad file
         (``IngestAborted`` only when the store cannot be written; see ``ingest.runner.IngestRunner.run``).
 
@@ -73,43 +75,29 @@ class MultiModalRAG(PipelineComponents):
             batch_files: files per committed batch (default ``ingest.batch_files``).
             progress: progress bar on stderr.
             collection: stamped on every node (default ``ingest.collection``).
+            executor: ``local`` or ``ray`` (default ``ingest.executor``; see ``ingest.ray_executor``).
+            ray_address: the Ray cluster for ``executor="ray"`` (default ``ingest.ray.address``).
         """
         from mmrag_li.ingest.runner import IngestRunner
 
         self.models  # a config naming other models than the store was built with fails here, before any change
+        kind, extra = executor or self.settings.ingest.executor, {}
+        if kind == "ray":
+            from mmrag_li.ingest.ray_executor import RayIngestRunner as IngestRunner  # noqa: F811
+
+            extra = {"record_models": self.record_models, "ray_address": ray_address, "injected": self._injected}
+        elif kind != "local":
+            raise UsageError(f"unknown executor {kind!r}: use local or ray")
         runner = IngestRunner(self.settings, manifest=lambda: self.manifest, stores=lambda: self.stores,
                               embedder=self.embedder, reader=self.reader, transforms=self.transforms,
-                              fingerprint=self.fingerprint(), recovered=self._recovered)
-        return runner.run(paths, collection=collection, prune=prune, workers=workers, batch_files=batch_files,
-                          progress=progress)
+                              fingerprint=self.fingerprint(), recovered=self._recovered, guard=self.guard, **extra)
+        report = runner.run(paths, collection=collection, prune=prune, workers=workers, batch_files=batch_files,
+                            progress=progress)
+        if self.settings.retrieval.fusion in ("score_aware", "learned"):  # calibrate now, not on the first query
+            from mmrag_li.retrieval.calibration import ensure_calibration
 
-    def reconcile(self) -> List[str]:
-        """Make the manifest and the stores agree (``ingest.recovery.reconcile``); returns what was done."""
-        from mmrag_li.ingest.recovery import reconcile
-
-        return reconcile(self.manifest, self.stores)
-
-    def prune(self, roots: Sequence[str | Path]) -> int:
-        """Delete the nodes of files under ``roots`` that no longer exist; returns how many files.
-
-        Args:
-            roots: folders/files that were ingested.
-        """
-        from mmrag_li.ingest.recovery import prune
-
-        return prune(self.manifest, self.stores, roots)
-
-    def delete(self, asset_id: str) -> int:
-        """Delete an asset's nodes and manifest rows; returns the number of nodes deleted (0 for an
-        asset outside ``retrieval.allowed_collections``, exactly as for a missing one).
-
-        Args:
-            asset_id: a full asset id (see :meth:`resolve_asset`).
-        """
-        n = self.guarded_stores.delete_asset(asset_id)
-        for rec in self.guarded_manifest.by_asset(asset_id):
-            self.manifest.remove(rec.source)
-        return n
+            ensure_calibration(self.as_retriever())
+        return report
 
     # ---- retrieval and answers ----------------------------------------------------------------------
     def describe_image(self, image_path: str, captions: bool = True, ocr: bool = True) -> str:
@@ -210,7 +198,7 @@ class MultiModalRAG(PipelineComponents):
         """
         from mmrag_li.ingest.catalog import resolve_asset
 
-        return resolve_asset(self.guarded_manifest, path_or_id)
+        return resolve_asset(self.guarded_manifest, path_or_id, ingest=self.settings.ingest)
 
     def inspect(self, path_or_id: str) -> Optional[Dict[str, Any]]:
         """``{"asset_id", "source", "status", "nodes": [{"id", "modality", "text", "metadata"}]}`` or None.

@@ -218,7 +218,9 @@ def options_class(group: str, kind: str) -> Optional[type]:
 
 
 def build(group: str, options: Any, **kwargs: Any) -> Any:
-    """Build the part described by ``options`` (a model with a ``kind`` field).
+    """Build the part described by ``options`` (a model with a ``kind`` field). The factory gets the
+    kind's own options; fields of the group's base options class (e.g. ``ocr.text_gate``) configure
+    the pipeline around the part and are not passed.
 
     Args:
         group: one of :data:`GROUPS`.
@@ -230,5 +232,7 @@ def build(group: str, options: Any, **kwargs: Any) -> Any:
         return None
     if hasattr(factory, "from_config"):
         return factory.from_config(options, **kwargs)
-    fields = {k: v for k, v in options.model_dump().items() if k != "kind"}
+    base = next((c for c in type(options).__mro__ if vars(c).get("group")), None)
+    shared = {"kind", *getattr(base, "model_fields", {})}
+    fields = {k: v for k, v in options.model_dump().items() if k not in shared}
     return factory(**fields, **kwargs)

@@ -240,19 +240,19 @@ def files(fixture_dir) -> Dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def tesseract():
-    from mmrag_li.config import OCRConfig
+    from mmrag_li.config import TesseractOCRConfig
     from mmrag_li.enrich.ocr import get_ocr_engine
 
-    return get_ocr_engine(OCRConfig(engine="tesseract", lang="eng"))
+    return get_ocr_engine(TesseractOCRConfig(lang="eng"))
 
 
 @pytest.fixture(scope="session")
 def rapidocr():
     """Loaded once per session (model load + first-call warm-up are the slow part)."""
-    from mmrag_li.config import OCRConfig
+    from mmrag_li.config import RapidOCRConfig
     from mmrag_li.enrich.ocr import get_ocr_engine
 
-    return get_ocr_engine(OCRConfig(engine="rapidocr"))
+    return get_ocr_engine(RapidOCRConfig())
 
 
 @pytest.fixture()

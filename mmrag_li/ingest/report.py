@@ -63,6 +63,8 @@ class IngestReport:
         skipped_unchanged: files skipped because nothing changed (or only their mtime).
         duplicates: files whose bytes were already stored under another path.
         pruned: files removed by ``prune``.
+        prune_skipped: ``{"path", "reason"}`` per root or folder under which ``prune`` removed nothing
+            because it could not be read (missing, unmounted, permission denied).
         seconds: wall time of the run.
         stages: seconds per stage (read, embed_text, embed_image, store, compact).
         store: the store directory.
@@ -72,6 +74,8 @@ class IngestReport:
         timed_out: files abandoned after their reading budget.
         warnings: ``{"path", "warnings"}`` per stored file with non-fatal problems.
         recovered: what was repaired before the run (corrupt manifest/cache, reconcile).
+        executor: how files were read: ``{"kind": "local"}`` or, for the Ray executor,
+            ``{"kind": "ray", "nodes": {node_id: batches}, "stages": {stage: {node_id: batches}}, ...}``.
     """
 
     files: int = 0
@@ -82,6 +86,7 @@ class IngestReport:
     skipped_unchanged: int = 0
     duplicates: int = 0
     pruned: int = 0
+    prune_skipped: List[Dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     stages: Dict[str, float] = field(default_factory=dict)
     store: str = ""
@@ -91,15 +96,17 @@ class IngestReport:
     timed_out: int = 0
     warnings: List[Dict[str, Any]] = field(default_factory=list)
     recovered: List[str] = field(default_factory=list)
+    executor: Dict[str, Any] = field(default_factory=lambda: {"kind": "local"})
 
     def to_dict(self) -> Dict[str, Any]:
         """The JSON document of ``mmrag ingest --json`` (DESIGN.md, command-line contract)."""
         return {"files": self.files, "new": self.new, "changed": self.changed, "nodes": self.nodes, "failed": self.failed,
                 "skipped_unchanged": self.skipped_unchanged, "duplicates": self.duplicates,
-                "pruned": self.pruned, "seconds": round(self.seconds, 3),
+                "pruned": self.pruned, "prune_skipped": self.prune_skipped, "seconds": round(self.seconds, 3),
                 "stages": {k: round(v, 3) for k, v in self.stages.items()}, "store": self.store,
                 "collection": self.collection, "encoded": dict(self.encoded), "cached": dict(self.cached),
-                "timed_out": self.timed_out, "warnings": self.warnings, "recovered": self.recovered}
+                "timed_out": self.timed_out, "warnings": self.warnings, "recovered": self.recovered,
+                "executor": self.executor}
 
     def add_stage(self, name: str, seconds: float) -> None:
         """Add ``seconds`` to the time of stage ``name``.

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from llama_index.core.schema import TransformComponent
 from tqdm import tqdm
@@ -35,9 +35,12 @@ from mmrag_li.embeddings.resolve import config_identity
 from mmrag_li.errors import IngestError
 from mmrag_li.ingest.batch import BatchCommitter, FileItem, PendingFile
 from mmrag_li.ingest.embed import CachedEmbedder
+from mmrag_li.ingest.errors import CollectionNotAllowedError
+from mmrag_li.ingest.gc import purge_quietly
+from mmrag_li.ingest.pruning import prune_walked, walk_paths
 from mmrag_li.ingest.recovery import check_store_writable, reconcile
-from mmrag_li.ingest.recovery import prune as prune_files
 from mmrag_li.ingest.report import DEFAULT_COLLECTION, IngestReport, display_path
+from mmrag_li.ingest.sources import find_row, source_key
 from mmrag_li.ingest.transforms import check_collection, scoped_asset_id
 from mmrag_li.schema import file_hash
 
@@ -184,7 +187,9 @@ def config_fingerprint(settings: Settings, component: Optional[str] = None) -> s
     """
     s, i = settings, settings.ingest
     shaping: Dict[str, Any] = {
-        "ocr": s.ocr.model_dump(exclude={"timeout_s"}),
+        # text_gate on (the default) keeps the fingerprint of stores made before the gate existed:
+        # re-reading every file for it would cost more than the gate saves; off re-reads with full OCR
+        "ocr": s.ocr.model_dump(exclude={"timeout_s"} | ({"text_gate"} if getattr(s.ocr, "text_gate", False) else set())),
         "caption": s.caption.model_dump(exclude={"batch_size"}),
         "embedding": config_identity(s.embedding),
         "tiling": s.tiling.model_dump(),
@@ -197,6 +202,41 @@ def config_fingerprint(settings: Settings, component: Optional[str] = None) -> s
         shaping["safety_component"] = component
     blob = json.dumps(shaping, sort_keys=True, default=str).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def triage(item: FileItem, settings: Settings, done_assets: Dict[str, List[str]]) -> Tuple[str, Optional[PendingFile]]:
+    """Hash a file the plan kept and decide whether it must be read at all (both executors call
+    this before any reading; it sets ``item.content_hash`` and ``item.budget_s``).
+
+    Args:
+        item: a file :meth:`IngestRunner.plan` returned.
+        settings: the settings (reading budget).
+        done_assets: ``manifest.done_assets(fingerprint)`` (asset id -> node ids) of this run.
+
+    Returns:
+        ``(asset_id, pending)``: ``pending`` is a :class:`PendingFile` that needs no reading (``unchanged``:
+        same bytes, only the mtime changed; ``duplicate``: the bytes are stored under another path), or
+        None when the file must be read.
+
+    Raises:
+        IngestError: the file cannot be read (permission, I/O error).
+    """
+    try:
+        raw = file_hash(item.path)
+    except PermissionError:
+        raise IngestError(item.source, "permission denied") from None
+    except OSError as exc:
+        raise IngestError(item.source, f"cannot read file: {exc.strerror or exc}") from None
+    item.content_hash = raw
+    item.budget_s = file_budget(item.path, settings)
+    asset_id = scoped_asset_id(raw, item.collection)
+    rec = item.rec
+    if rec and rec.status == "done" and rec.asset_id == asset_id and rec.config in (None, item.config):
+        return asset_id, PendingFile(item, asset_id, [], rec.node_ids, kind="unchanged")  # only the mtime changed
+    if asset_id in done_assets and (rec is None or rec.asset_id != asset_id):
+        # Same bytes already stored under another path (same collection): record, encode nothing.
+        return asset_id, PendingFile(item, asset_id, [], done_assets[asset_id], kind="duplicate")
+    return asset_id, None
 
 
 class IngestRunner:
@@ -215,12 +255,15 @@ class IngestRunner:
             thread (``ingest_transforms(..., on_refuse="raise")``); called once, like ``reader``.
         fingerprint: :func:`config_fingerprint` of the settings.
         recovered: repairs made while opening the store, moved into the next report.
+        guard: the tenant guard (``mmrag_li.guard.CollectionGuard``): a collection it hides cannot be
+            ingested into, and its rows are never pruned, reconciled or replaced. None = all.
     """
 
     def __init__(self, settings: Settings, *, manifest: Callable[[], Any], stores: Callable[[], Any],
                  embedder: Callable[[], CachedEmbedder], reader: Callable[[], Any],
                  transforms: Callable[[str], Sequence[TransformComponent]], fingerprint: str,
-                 recovered: Optional[List[str]] = None):
+                 recovered: Optional[List[str]] = None, guard: Any = None):
+        self.guard = guard
         self.settings = settings
         self.store_dir = Path(settings.store_dir)
         self._providers = {"manifest": manifest, "stores": stores, "embedder": embedder}
@@ -244,10 +287,13 @@ class IngestRunner:
         Raises:
             IngestAborted: the store could not be written (committed batches stay);
                 ``StoreNotWritableError`` before anything changed.
+            CollectionNotAllowedError: ``collection`` is outside ``retrieval.allowed_collections``.
         """
         t0 = time.perf_counter()
         cfg = self.settings.ingest
         collection = check_collection(collection or cfg.collection or DEFAULT_COLLECTION)
+        if not self._may_write(collection):
+            raise CollectionNotAllowedError(collection, self.guard.allowed)
         paths = [paths] if isinstance(paths, (str, bytes, os.PathLike)) else list(paths)
         paths = [os.fsdecode(p) if isinstance(p, bytes) else p for p in paths]
         check_store_writable(self.store_dir)
@@ -259,11 +305,14 @@ class IngestRunner:
         self.committer = BatchCommitter(self.manifest, stores, self._providers["embedder"](), self.store_dir)
         report.recovered.extend(self.recovered)
         self.recovered.clear()
-        report.recovered.extend(reconcile(self.manifest, stores))
+        report.recovered.extend(reconcile(self.manifest, stores, guard=self.guard))
         self._read_and_commit(self._plan(paths, report), report, workers, batch_files, progress)
-        if prune:
-            report.pruned = prune_files(self.manifest, stores, paths)
-        if (sum(report.nodes.values()) or report.pruned) and hasattr(stores, "optimize"):
+        if prune:  # only what this run's walk saw gone; a missing root or unreadable folder prunes nothing
+            pruned = prune_walked(self.manifest, stores, self.walk, cfg, self.guard, self.store_dir / "blobs")
+            report.pruned, report.prune_skipped = pruned.pruned, pruned.skipped
+        if (report.pruned or report.changed) and not self.settings.store.keep_versions:
+            report.add_stage("compact", purge_quietly(stores, self.manifest))  # replaced rows leave no old version
+        elif (sum(report.nodes.values()) or report.pruned) and hasattr(stores, "optimize"):
             t = time.perf_counter()
             try:
                 stores.optimize()  # one compaction per run, not per batch
@@ -346,18 +395,13 @@ class IngestRunner:
 
     def _plan(self, paths: Sequence[str | Path], report: IngestReport) -> List[FileItem]:
         """Walk ``paths``; report what cannot be read, skip what is unchanged; the rest is to do."""
-        from mmrag_li.readers.directory import DirectoryReader
-
         cfg = self.settings.ingest
-        walker = DirectoryReader.from_defaults(self.settings)  # the walk needs no models
-        files: List[Path] = []
-        for p in paths:
-            if not os.path.lexists(p):
-                report.failed.append({"path": display_path(p), "reason": "no such file or directory"})
-                continue
-            files.extend(walker.iter_files(p))
-        for err in walker.failures:  # unreadable folders met during the walk
-            report.failed.append({"path": display_path(err.path), "reason": err.reason})
+        self.walk = walk_paths(paths, self.settings)  # kept: --prune prunes only what this walk saw gone
+        for p in self.walk.missing:
+            report.failed.append({"path": display_path(p), "reason": "no such file or directory"})
+        for path, reason in self.walk.failures:  # unreadable folders met during the walk
+            report.failed.append({"path": display_path(path), "reason": reason})
+        files: List[Path] = self.walk.files
         report.files = len(files)
         todo: List[FileItem] = []
         max_bytes = cfg.max_file_mb * 1024 * 1024
@@ -367,8 +411,12 @@ class IngestRunner:
                 report.failed.append({"path": shown, "reason": "file name is not valid UTF-8 (shown with \\x "
                                       "escapes); rename the file to ingest it"})
                 continue
-            source = str(Path(f).resolve())
-            rec = self.manifest.get(source)
+            source = source_key(f, cfg)  # the resolved path; with ingest.redact_pii no PII from the name
+            rec = self._record(f, source)
+            if rec is not None and not self._may_write(rec.collection or DEFAULT_COLLECTION):
+                report.failed.append({"path": shown, "reason": "stored in a collection outside "
+                                      "retrieval.allowed_collections: left as it is"})
+                continue
             try:
                 st = os.stat(f)
             except OSError as exc:
@@ -388,6 +436,14 @@ class IngestRunner:
             else:
                 todo.append(item)
         return todo
+
+    def _may_write(self, collection: str) -> bool:
+        """Whether the tenant guard lets this run write rows/nodes of ``collection``."""
+        return self.guard is None or self.guard.allows_collection(collection)
+
+    def _record(self, path: Path, source: str) -> Any:
+        """The manifest row of ``source`` (re-keyed from the real path first: ``sources.find_row``)."""
+        return find_row(self.manifest, path, source, lambda r: self._may_write(r.collection or DEFAULT_COLLECTION))
 
     def _collect(self, fut: cf.Future, item: FileItem, report: IngestReport, batch: List[PendingFile]) -> None:
         """A finished read: into the batch, or a failure in the report."""
@@ -410,21 +466,10 @@ class IngestRunner:
                   lock: threading.Lock) -> PendingFile:
         """Runs in a worker thread: no manifest or store writes here (the main thread owns them)."""
         t = time.perf_counter()
-        try:
-            raw = file_hash(item.path)
-        except PermissionError:
-            raise IngestError(item.source, "permission denied") from None
-        except OSError as exc:
-            raise IngestError(item.source, f"cannot read file: {exc.strerror or exc}") from None
-        item.content_hash = raw
-        item.budget_s = file_budget(item.path, self.settings)
-        asset_id = scoped_asset_id(raw, item.collection)
-        rec = item.rec
-        if rec and rec.status == "done" and rec.asset_id == asset_id and rec.config in (None, item.config):
-            return PendingFile(item, asset_id, [], rec.node_ids, kind="unchanged")  # only the mtime changed
-        if asset_id in done_assets and (rec is None or rec.asset_id != asset_id):
-            # Same bytes already stored under another path (same collection): record, encode nothing.
-            return PendingFile(item, asset_id, [], done_assets[asset_id], kind="duplicate")
+        asset_id, settled = triage(item, self.settings, done_assets)
+        if settled is not None:
+            return settled
+        rec, raw = item.rec, item.content_hash
         nodes = reader.read_file(item.path)
         got = {n.metadata.get("content_hash") or n.metadata.get("asset_id") for n in nodes}
         if got and got != {raw}:
@@ -437,4 +482,4 @@ class IngestRunner:
         return PendingFile(item, asset_id, nodes, [n.node_id for n in nodes], kind="new", cleanup=cleanup)
 
 
-__all__ = ["WorkerPool", "IngestRunner", "file_budget", "config_fingerprint", "GRACE_S"]
+__all__ = ["WorkerPool", "IngestRunner", "file_budget", "config_fingerprint", "triage", "GRACE_S"]

@@ -93,11 +93,17 @@ def test_ingest_failure_is_exit_3_and_names_the_file_escaped(tmp_path):
     assert "bad\\x1b]0;pwned\\x07.png" in proc.stdout  # the name, escaped, not executed
 
 
-def test_model_loading_progress_shows_only_with_verbose(store):
-    # (without --verbose it stays off: checked on the search in the escaping test below)
-    proc = mmrag("search", "a photo of a cat", "--store", str(store), "--verbose")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "Loading weights" in proc.stderr  # the models' own bars, asked for
+def test_model_loading_progress_shows_only_with_verbose(tmp_path):
+    # a search no longer loads torch models (numpy query encoder); ingest does: the document encoder
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "note.md").write_text("# Note\n\nThe greenhouse thermostat is set to 21 degrees.\n")
+    quiet = mmrag("ingest", str(folder), "--store", str(tmp_path / "quiet"), "-q")
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "Loading weights" not in quiet.stderr and "it/s]" not in quiet.stderr, quiet.stderr[-2000:]
+    loud = mmrag("ingest", str(folder), "--store", str(tmp_path / "loud"), "--verbose")
+    assert loud.returncode == 0, loud.stderr[-2000:]
+    assert "Loading weights" in loud.stderr  # the models' own bars, asked for
 
 
 # ---- human output escapes control characters -----------------------------------------------------
