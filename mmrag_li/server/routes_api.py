@@ -88,16 +88,23 @@ async def stats(st: ServerState = Depends(ready_state), guard: CollectionGuard =
     return await run_in_threadpool(service.stats, st, guard)
 
 
+async def _with_query_image(call: Any, st: ServerState, guard: CollectionGuard, text: str, k: Any,
+                            image: Any) -> Dict[str, Any]:
+    """Run ``call(st, guard, text, image_path, k)`` (``service.search`` / ``service.answer``) in the
+    thread pool; an uploaded query image is checked and kept in a temporary folder for the call."""
+    require_store_here(st)
+    if image is None:
+        return await run_in_threadpool(call, st, guard, text, None, k)
+    with temp_dir() as tmp:
+        path = await query_image_file(image, st.settings, Path(tmp))
+        return await run_in_threadpool(call, st, guard, text, path, k)
+
+
 async def _search(st: ServerState, guard: CollectionGuard, text: str, k: int, image: Any) -> Dict[str, Any]:
     text = (text or "").strip()
     if not text and image is None:
         raise HTTPException(400, "give q (text) and/or an image")
-    require_store_here(st)
-    if image is None:
-        return await run_in_threadpool(service.search, st, guard, text, None, k)
-    with temp_dir() as tmp:
-        path = await query_image_file(image, st.settings, Path(tmp))
-        return await run_in_threadpool(service.search, st, guard, text, path, k)
+    return await _with_query_image(service.search, st, guard, text, k, image)
 
 
 @router.get("/api/search", tags=["search"])
@@ -124,13 +131,7 @@ async def query(request: Request, st: ServerState = Depends(ready_state),
     question = str(fields.get("question") or fields.get("q") or "").strip()
     if not question:
         raise HTTPException(400, "give a question (it is empty)")
-    k = parse_k(fields.get("k"), None)
-    require_store_here(st)
-    if image is None:
-        return await run_in_threadpool(service.answer, st, guard, question, None, k)
-    with temp_dir() as tmp:
-        path = await query_image_file(image, st.settings, Path(tmp))
-        return await run_in_threadpool(service.answer, st, guard, question, path, k)
+    return await _with_query_image(service.answer, st, guard, question, parse_k(fields.get("k"), None), image)
 
 
 def sse(event: str, data: Any) -> str:
