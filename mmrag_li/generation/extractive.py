@@ -17,7 +17,9 @@ and answers exactly "I don't know" when no evidence line qualifies. How it picks
    label -> value row of that field (`rows.field_rows`): exact labels ("Invoice Number",
    "Grand Total", "Rechnungsnr.") before loose ones ("#", "Total"), labels of neighbouring
    fields ("Order ID", "Total HT", "Kundennr.") never; ties go to the better-ranked item.
-   No row with a value of the asked kind -> "I don't know".
+   No row with a value of the asked kind -> "I don't know", except for "which company issued
+   invoice 90342?": an issuer usually has no label, so the letterhead above the document's title
+   line is its row (`rows.letterhead_row`; only at the top of an image or of page 1).
 3. Other questions: candidates (caption sentences, OCR lines, text sentences, each read with the
    section heading it sits under, which is never quoted) are scored with
    the packaged all-MiniLM-L6-v2 sentence model when it loads (cosine, mixed with an
@@ -45,7 +47,7 @@ from mmrag_li.generation.focus import (
     typed_values,
 )
 from mmrag_li.generation.prompts import EXTRACTIVE_PREFIX, I_DONT_KNOW
-from mmrag_li.generation.rows import Row, field_rows
+from mmrag_li.generation.rows import Row, field_rows, letterhead_row
 
 _AMOUNT_Q = re.compile(r"\b(how much|total|amount|price|cost|sum|pay|paid|payable|due|balance|fee|charge|"
                        r"vat|tax|net|gross|spend|spent|owe)\b", re.IGNORECASE)
@@ -95,6 +97,23 @@ def about_entities(focus: QuestionFocus, evidence: Sequence[EvidenceItem]) -> li
         return list(evidence)
     return [e for e in evidence
             if all(mentions_entity(e.full_text(), ent) for ent in focus.entities)]
+
+
+def top_texts(item: EvidenceItem) -> list[str]:
+    """The item's texts that start at the top of an image or of page 1 (where a letterhead is):
+    its OCR text and the first text chunk of page 1 (a later chunk's first line is mid-page).
+
+    Args:
+        item: an evidence item.
+    """
+    if item.page not in (None, 1):
+        return []
+    out = [item.ocr_text] if item.ocr_text else []
+    if not item.nodes:  # built by hand (no node metadata): the first text is the top
+        return out + item.texts[:1]
+    first = {_text.normalize_ws(getattr(n.node, "text", "") or "") for n in item.nodes
+             if (n.node.metadata or {}).get("chunk_index") in (None, 0)}
+    return out + [t for t in item.texts if _text.normalize_ws(t) in first]
 
 
 def item_texts(item: EvidenceItem) -> list[str]:
@@ -155,6 +174,12 @@ class ExtractiveAnswerer:
                     score = row.strength + 0.2 * overlap - 0.02 * rank
                     if best is None or score > best[0] + 1e-9:
                         best = (score, n, item, row)
+        if best is None and focus.field is not None and focus.field.name == "issuer":
+            for item in evidence:  # best-ranked item first
+                for text in top_texts(item):
+                    row = letterhead_row(text, focus)
+                    if row is not None and not is_instruction_like(row.quote):
+                        return item, row
         return (best[2], best[3]) if best else None
 
     # -- candidates ---------------------------------------------------------------------------

@@ -72,7 +72,8 @@ _AMOUNT_AVOID = _rx(r"\bsub\s*-?\s*total", r"\btax\b", r"\bvat\b", r"\btva\b", r
 FIELDS: dict[str, FieldSpec] = {
     "invoice_number": FieldSpec(
         "invoice_number", "identifier",
-        asks=_rx(r"\b(?:invoice|bill|receipt|rechnungs?|facture)\s*(?:number|no\b|nr\b|#|id\b|nummer|num[ée]ro)",
+        # "#" asks for the number only when no id follows it ("issued invoice #BLR_1" names one).
+        asks=_rx(r"\b(?:invoice|bill|receipt|rechnungs?|facture)\s*(?:number|no\b|nr\b|#(?!\s*\w*\d)|id\b|nummer|num[ée]ro)",
                  r"\bnumber of (?:the|this|that)\s+(?:invoice|bill|receipt)", r"\b(?:invoice|bill)'s number"),
         # "INVOICE 4711" as a title line: the id follows the word directly.
         strong=_rx(r"^\s*(?:invoice|rechnung|facture|bill)\b\s*(?=#?\s*[A-Za-z]{0,4}[\-/]?\d)",
@@ -255,7 +256,11 @@ def typed_values(text: str, kind: str | None, exclude: Sequence[str] = ()) -> li
     if kind == "date":
         return [d[0] for d in dates]
     if kind == "name":
-        return [text.strip()] if re.search(r"[A-Za-z]{2}", text) and not re.search(r"\d{3}", text) else []
+        # A name starts with a capital and is a few words: "(Not to be used ...)" under a
+        # "Service Provider:" label or "the charges shown ..." after "from" are not issuers.
+        t = text.strip().lstrip(":：-–—#. ").strip()  # what follows "Sold By:" is the name
+        ok = re.search(r"[A-Za-z]{2}", t) and not re.search(r"\d{3}", t) and t[:1].isupper() and len(t.split()) <= 8
+        return [t] if ok else []
     spans = [sp for _, _, sp in dates]
     out: list[str] = []
     if kind == "identifier":

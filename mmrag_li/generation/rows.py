@@ -14,6 +14,10 @@ values are the values of the asked kind found, in this order of preference:
 Each row carries a quote that is verbatim evidence after whitespace collapsing (``label value``
 or, when other text lies between them, ``label … value``), so the offline answerer can quote it
 and the verifier can find it.
+
+The issuer of an invoice or receipt usually has no label at all: it is the letterhead, the name
+line above the title (``Alpine Print & Copy`` over ``INVOICE 31877``). `letterhead_row` reads it
+when a question asks who issued a document and no labelled row states it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from mmrag_li.generation.focus import (
 STRONG, WEAK = 1.0, 0.5
 _CELL_RE = re.compile(r"\S+(?:(?:\s{1,2}|\t)(?!\s)\S+)*")
 _GENERIC_LABEL_RE = re.compile(r"^[^\d]{2,40}[:：]\s*$")
+_DOC_TITLE_RE = re.compile(r"(?i)\b(?:invoice|receipt|bill|rechnung|quittung|facture|re[çc]u)\b")
+_ISSUED_Q_RE = re.compile(r"(?i)\b(?:invoice|receipt|bill|rechnung|quittung|facture|re[çc]u|issued)\b")
+_NAME_LINE_RE = re.compile(r"[^\W\d_]{2}")
 _INCL_RE = re.compile(r"(?i)\b(?:incl|inkl|including|inclusive|inclus|avec|mit|with)\b")
 
 
@@ -190,3 +197,34 @@ def best_value_rows(texts: Sequence[str], focus: QuestionFocus, *, loose: bool =
     for t in texts:
         out.extend(field_rows(t, focus, loose=loose))
     return out
+
+
+def letterhead_row(text: str, focus: QuestionFocus, *, top: int = 3) -> Row | None:
+    """The issuer as the unlabelled name line at the top of an invoice or receipt, or None.
+
+    Only for a question that asks who issued a document (``focus.field`` is the issuer and the
+    question names an invoice/receipt/bill or says "issued"), and only when the text has a title
+    line (``INVOICE 90342``, ``RECEIPT NO 7730``) within its first ``top`` non-empty lines: the
+    name must sit ABOVE that title, where a letterhead is. A line with digits (address, VAT id), a
+    colon (a label such as ``Bill to:``), a link or more than eight words is no name. A name
+    below the title could be the customer's, so there is no row then (the answer is "I don't
+    know", not a guess).
+
+    Args:
+        text: one evidence text (OCR text or the first text chunk of page 1).
+        focus: the question focus.
+        top: how many non-empty lines from the top are searched for the title.
+    """
+    if focus.field is None or focus.field.name != "issuer" or not text or not _ISSUED_Q_RE.search(focus.question):
+        return None
+    lines = [(i, ln.strip()) for i, ln in enumerate(text.splitlines()) if ln.strip()][:top]
+    title = next((k for k, (_, ln) in enumerate(lines) if _DOC_TITLE_RE.search(ln)), None)
+    if title is None:
+        return None
+    for i, ln in lines[:title]:
+        cell = " ".join(ln.split())
+        if (re.search(r"\d|[:：@]|www\.|https?:", cell) or not _NAME_LINE_RE.search(cell)
+                or len(cell.split()) > 8 or len(cell) > 60):
+            continue
+        return Row(label="", strength=WEAK, values=[cell], quote=cell, line=i)
+    return None
