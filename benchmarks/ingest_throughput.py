@@ -77,20 +77,30 @@ def warm(config: Optional[str]) -> Dict[str, float]:
     return {"model_load_s": round(time.perf_counter() - t, 2)}, comps
 
 
-def run_once(folder: Path, workers: int, config: Optional[str], comps: Dict[str, Any]) -> Dict[str, Any]:
+def _cpu_s() -> float:
+    """CPU seconds of this process and its finished children (tesseract runs as a child)."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def run_once(folder: Path, workers: int, config: Optional[str], comps: Dict[str, Any],
+             overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     store = Path(tempfile.mkdtemp(prefix="mmrag-bench-"))
     try:
-        rag = MultiModalRAG.from_config(config, store_dir=store, **{})
+        rag = MultiModalRAG.from_config(config, store_dir=store, **(overrides or {}))
         rag._c.update(comps)  # reuse loaded models; the reader, stores, manifest and cache are fresh
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu_s()
         rep = rag.ingest([str(folder)], workers=workers, progress=False)
-        wall = time.perf_counter() - t
+        wall, cpu = time.perf_counter() - t, _cpu_s() - c
         rag.close()
     finally:
         shutil.rmtree(store, ignore_errors=True)
     st = rep.stages
     busy = sum(st.get(k, 0.0) for k in ("read", "embed_text", "embed_image", "store"))
     return {"workers": workers, "files": rep.files, "failed": len(rep.failed), "wall_s": round(wall, 2),
+            "cpu_s": round(cpu, 2),
             "stages_s": {k: round(v, 2) for k, v in st.items()}, "stage_sum_s": round(busy, 2), "nodes": rep.nodes,
             "overhead_s": round(wall - busy, 2), "overhead_pct": round(100 * (wall - busy) / wall, 1)}
 
@@ -102,7 +112,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--config", default=None)
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--workloads", default="images,pages", help="comma list of images, photos (photos only), pages")
+    ap.add_argument("--text-gate", default="", help="'on,off': run each workload with ocr.text_gate on and off, "
+                    "alternating (the gate's speed-up measured in one process; '' = the config's setting)")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per workload (and gate setting)")
     args = ap.parse_args(argv)
+    gates = [g for g in args.text_gate.split(",") if g] or [""]
     tmp = Path(tempfile.mkdtemp(prefix="mmrag-ingest-bench-"))
     load, comps = warm(args.config)
     results: Dict[str, Any] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, "
@@ -111,9 +125,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         for name in [w for w in args.workloads.split(",") if w]:
             folder = _workload(Path(args.devset), name, tmp)
             pages = _pages(folder)
-            for w in [int(x) for x in args.workers.split(",") if x]:
-                r = run_once(folder, w, args.config, comps)
+            runs = [(w, g) for _ in range(args.repeats) for w in [int(x) for x in args.workers.split(",") if x]
+                    for g in gates]
+            for w, g in runs:
+                r = run_once(folder, w, args.config, comps, {"ocr.text_gate": g == "on"} if g else None)
                 r["workload"] = name
+                if g:
+                    r["text_gate"] = g
                 if name in ("images", "photos"):
                     r["images_per_s"] = round(r["files"] / r["wall_s"], 2)
                 else:

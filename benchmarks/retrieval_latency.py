@@ -16,9 +16,11 @@ plus one vector search on the largest collection, and their ratio. ``--store DIR
 F.jsonl`` measures the same on an ingested store (e.g. the dev set) with the facade's retriever.
 
 Per size: latency of ``FusionRetriever.retrieve_assets`` (5 retrievers, RRF, evidence) p50/p95
-flat (exact search), then with IVF_PQ and IVF_HNSW_SQ indexes (cosine) on every table, with the
-index build time, ANN recall@10 against the flat result on the image table, disk per vector
-(table data; index files) and process RSS.
+flat (exact search), then with IVF_PQ and IVF_HNSW_SQ indexes (cosine) on every table, or
+``auto``: the index the store itself builds past ``store.ann_index_min_rows`` (``stores/ann.py``),
+with the index build time, ANN recall@10 against the flat result on the image table, disk per
+vector (table data; index files) and process RSS. Every search goes through the store's read path,
+so it uses the configured ``store.ann_nprobes`` / ``store.ann_refine_factor``.
 """
 
 from __future__ import annotations
@@ -267,6 +269,11 @@ def create_indexes(store_dir: Path, kind: str) -> Dict[str, Any]:
     t0 = time.perf_counter()
     for c in COLLECTIONS:
         tbl = conn.open_table(c)
+        if kind == "auto":  # the store's own index (what optimize() builds past store.ann_index_min_rows)
+            from mmrag_li.stores.ann import AnnOptions, ensure_vector_index
+
+            ensure_vector_index(tbl, AnnOptions(min_rows=1))
+            continue
         n = tbl.count_rows()
         parts = max(1, int(math.sqrt(n)))
         if kind == "IVF_PQ":
@@ -328,7 +335,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description="retrieval + fusion latency at scale (LanceDB)")
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--queries", type=int, default=100)
-    ap.add_argument("--index", default="IVF_PQ,IVF_HNSW_SQ", help="comma list; '' for flat only")
+    ap.add_argument("--index", default="IVF_PQ,IVF_HNSW_SQ",
+                    help="comma list; '' for flat only; auto = the store's automatic index (store.ann_*), "
+                         "searched with the configured nprobes/refine_factor")
     ap.add_argument("--bm25-max", type=int, default=1_000_000, help="skip BM25 above this many vectors")
     ap.add_argument("--workdir", default="/tmp/mmrag-latency")
     ap.add_argument("--keep", action="store_true", help="keep the synthetic stores")

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Literal, Mapping, Optional, Tuple
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from . import registry
+from .config_parts import RayConfig, RayStageConfig, StoreConfig, StrictModel
 from .config_sources import ENV_PREFIX, config_error, env_overrides, locate_config, merge_layer, preset_names, set_path
 from .errors import ConfigError
 
@@ -35,12 +36,6 @@ __all__ = ["StrictModel", "KindConfig", "OCRConfig", "TesseractOCRConfig", "Rapi
            "EmbeddingConfig", "TilingConfig", "RayStageConfig", "RayConfig", "IngestConfig", "StoreConfig",
            "RetrievalConfig", "LLMConfig", "ServerConfig",
            "Settings", "ENV_PREFIX", "preset_names"]
-
-
-class StrictModel(BaseModel):
-    """Base of every config model: an unknown key (a typo) is an error, never silently ignored."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class KindConfig(StrictModel):
@@ -265,32 +260,6 @@ class TilingConfig(StrictModel):
     overlap: float = 0.25
 
 
-class RayStageConfig(StrictModel):
-    """One Ray Data stage (``map_batches`` over an actor pool that loads its models once)."""
-
-    actors: int = Field(1, ge=1, description="Most actors in the stage's pool (it starts with min_actors).")
-    min_actors: int = Field(1, ge=1, description="Actors started before the first batch.")
-    batch_size: int = Field(4, ge=1, description="Files per call of one actor.")
-    num_cpus: float = Field(0.5, gt=0, description="CPUs per actor; keep it fractional (a pool that takes every "
-                                                    "CPU leaves none for Ray Data's tasks and hangs).")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (Ray sets CUDA_VISIBLE_DEVICES; device auto uses it).")
-    resources: Dict[str, float] = Field(default_factory=dict, description="Custom resources per actor: {\"ocr\": 1} "
-                                        "pins the stage to nodes started with --resources='{\"ocr\": N}'.")
-
-
-class RayConfig(StrictModel):
-    """``ingest.executor: ray``: where the cluster is and how the stages are sized."""
-
-    address: str = Field("", description="host:port or ray://...; '' = $RAY_ADDRESS, else a local Ray for the run.")
-    read: RayStageConfig = Field(default_factory=lambda: RayStageConfig(actors=2), description="Read+OCR+captions.")
-    embed: RayStageConfig = Field(default_factory=lambda: RayStageConfig(batch_size=8), description="Text+image vectors.")
-    wave_files: int = Field(2000, ge=1, description="Files hashed on the driver and shipped as one Dataset.")
-    max_restarts: int = Field(-1, description="Restarts of a killed stage actor (-1 = unlimited).")
-    max_task_retries: int = Field(3, ge=0, description="Retries of a batch whose actor died.")
-    retry_rounds: int = Field(2, ge=0, description="Re-sends (one file per task) of files a failed job lost; files "
-                                                   "still lost are reported failed.")
-
-
 class IngestConfig(StrictModel):
     include: List[str] = Field(default_factory=lambda: ["**/*"])
     exclude: List[str] = Field(default_factory=lambda: ["**/.*", "**/.*/**"])
@@ -332,24 +301,6 @@ class IngestConfig(StrictModel):
                                                                    "read/OCR/embed on a Ray cluster (pip install "
                                                                    "mmrag_li[ray]), committed here.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Options of executor: ray.")
-
-
-class StoreConfig(StrictModel):
-    backend: Literal["lancedb", "weaviate"] = "lancedb"
-    keep_versions: bool = Field(False, description="Keep old LanceDB table versions after delete / prune / changed "
-                                "files (they hold the removed rows until `mmrag gc`); false = remove them at once.")
-    gc_grace_s: float = Field(900.0, ge=0, description="`mmrag gc` leaves unreferenced blobs younger than this "
-                              "alone (an ingest running in another process may be about to reference them).")
-    # Weaviate
-    mode: Literal["local", "custom", "cloud", "embedded"] = "local"
-    url: str = ""
-    host: str = "localhost"
-    port: int = 8080
-    grpc_port: int = 50051
-    api_key_env: str = "WEAVIATE_API_KEY"
-    embedded_binary_path: str = ""
-    embedded_version: str = ""
-    collection_prefix: str = "Mmrag"
 
 
 class RetrievalConfig(StrictModel):

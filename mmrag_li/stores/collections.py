@@ -28,9 +28,10 @@ Opened = Tuple[Dict[str, Any], Any]
 
 
 def _open_lancedb(settings: Settings) -> Opened:
+    from .ann import AnnOptions
     from .lance_read import open_lazy_collections  # reads via lance; lancedb is imported on the first write
 
-    return open_lazy_collections(settings.store_dir)
+    return open_lazy_collections(settings.store_dir, ann=AnnOptions.from_store_config(settings.store))
 
 
 def _open_weaviate(settings: Settings) -> Opened:
@@ -89,11 +90,16 @@ class ModalityStores:
                    closer=(lambda: _close_client(client)) if owns_client else None)
 
     @classmethod
-    def lancedb(cls, store_dir: str | os.PathLike[str]) -> "ModalityStores":
-        """LanceDB tables ``<store_dir>/lancedb/<collection>.lance`` (created on first write)."""
+    def lancedb(cls, store_dir: str | os.PathLike[str], ann: Any = None) -> "ModalityStores":
+        """LanceDB tables ``<store_dir>/lancedb/<collection>.lance`` (created on first write).
+
+        Args:
+            store_dir: the store directory.
+            ann: :class:`~mmrag_li.stores.ann.AnnOptions` (None: the defaults of ``store.ann_*``).
+        """
         from .lance_read import LazyLanceCollection, open_lazy_collections
 
-        stores, conn = open_lazy_collections(store_dir)
+        stores, conn = open_lazy_collections(store_dir, ann=ann)
         return cls(LazyLanceCollection.backend_name, stores, client=conn, store_dir=str(store_dir))
 
     @classmethod

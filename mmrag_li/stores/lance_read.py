@@ -24,6 +24,7 @@ from llama_index.core.vector_stores.types import MetadataFilters
 
 from mmrag_li.schema import COLLECTIONS
 
+from .ann import AnnOptions
 from .errors import DimensionMismatchError, StoreCorruptError
 from .filters import and_where, ids_where, lance_where
 from .nodes import ASSET_ID_COLUMN, node_from_fields, unit_vector
@@ -46,13 +47,16 @@ class LazyLanceCollection:
         uri: the LanceDB directory (``<store_dir>/lancedb``).
         name: the collection (= table name).
         writer: builds the ``LanceModalityVectorStore`` of this collection (called once, on first write).
+        ann: how searches use a vector index (``nprobes``, ``refine_factor``, ``ef``; None: defaults).
     """
 
     backend_name = "lancedb"
 
-    def __init__(self, uri: str | os.PathLike[str], name: str, writer: Callable[[], Any]):
+    def __init__(self, uri: str | os.PathLike[str], name: str, writer: Callable[[], Any],
+                 ann: Optional[AnnOptions] = None):
         self.uri = str(uri)
         self.name = name
+        self.ann = ann or AnnOptions()
         self._make_writer = writer
         self._writer: Any = None
         self._ds: Any = None
@@ -72,7 +76,7 @@ class LazyLanceCollection:
             return self._writer
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_writer", "_make_writer", "_ds", "_lock"):
+        if name.startswith("__") or name in ("_writer", "_make_writer", "_ds", "_lock", "ann"):
             raise AttributeError(name)
         return getattr(self.real_store(), name)
 
@@ -129,8 +133,9 @@ class LazyLanceCollection:
         if have != q.shape[0]:
             raise DimensionMismatchError(self.name, have, int(q.shape[0]))
         pred = and_where(lance_where(filters), where)
-        tbl = ds.to_table(columns=["id", "metadata", "_distance"], filter=pred, prefilter=bool(pred),
-                          nearest={"column": "vector", "q": q, "k": k, "metric": "cosine"})
+        # nprobes/refine_factor/ef matter once the collection has its ANN index; exact search ignores them
+        nearest = {"column": "vector", "q": q, "k": k, "metric": "cosine", **self.ann.nearest_params()}
+        tbl = ds.to_table(columns=["id", "metadata", "_distance"], filter=pred, prefilter=bool(pred), nearest=nearest)
         metas = tbl.column("metadata").to_pylist()
         dists = tbl.column("_distance").to_pylist()
         return [NodeWithScore(node=node_from_fields(m), score=1.0 - float(d)) for m, d in zip(metas, dists)]
@@ -199,14 +204,17 @@ class LazyLanceCollection:
             writer.close()
 
 
-def open_lazy_collections(store_dir: str | os.PathLike[str]) -> Tuple[Dict[str, LazyLanceCollection], Any]:
+def open_lazy_collections(store_dir: str | os.PathLike[str],
+                          ann: Optional[AnnOptions] = None) -> Tuple[Dict[str, LazyLanceCollection], Any]:
     """One :class:`LazyLanceCollection` per collection under ``<store_dir>/lancedb`` and the client
     (None: the lancedb connection is made, and shared by the collections, on the first write).
     Existing tables are opened now, so a damaged one raises StoreCorruptError naming it.
 
     Args:
         store_dir: the store directory.
+        ann: when to build a collection's vector index and how searches use it (None: defaults).
     """
+    ann = ann or AnnOptions()
     uri = Path(store_dir) / "lancedb"
     state: Dict[str, Any] = {}
     lock = threading.Lock()
@@ -217,12 +225,12 @@ def open_lazy_collections(store_dir: str | os.PathLike[str]) -> Tuple[Dict[str, 
 
             with lock:
                 if "stores" not in state:
-                    state["stores"], state["conn"] = open_collections(store_dir)
+                    state["stores"], state["conn"] = open_collections(store_dir, ann=ann)
                 return state["stores"][name]
 
         return build
 
-    out = {c: LazyLanceCollection(uri, c, writer_for(c)) for c in COLLECTIONS}
+    out = {c: LazyLanceCollection(uri, c, writer_for(c), ann=ann) for c in COLLECTIONS}
     for col in out.values():
         col.dataset()
     return out, None

@@ -41,6 +41,7 @@ from llama_index.vector_stores.lancedb import LanceDBVectorStore
 from mmrag_li.errors import MMRAGError
 from mmrag_li.schema import COLLECTIONS
 
+from .ann import AnnOptions, ensure_vector_index
 from .errors import DimensionMismatchError, StoreCorruptError, StoreError
 from .filters import and_where, ids_where, lance_where, sql_str
 from .nodes import (
@@ -130,14 +131,18 @@ class LanceModalityVectorStore(LanceDBVectorStore):
         uri: the LanceDB directory (``<store_dir>/lancedb``).
         table_name: the collection, which is also the table name.
         connection: an open ``lancedb`` connection (shared by the collections of one store).
+        ann: when :meth:`optimize` builds the ANN vector index (None: the ``store.ann_*`` defaults).
     """
 
     backend_name: ClassVar[str] = "lancedb"
     _lock: Any = PrivateAttr()
+    _ann: Any = PrivateAttr()
 
-    def __init__(self, uri: str, table_name: str, connection: Any = None, **kwargs: Any) -> None:
+    def __init__(self, uri: str, table_name: str, connection: Any = None, ann: Optional[AnnOptions] = None,
+                 **kwargs: Any) -> None:
         super().__init__(uri=uri, table_name=table_name, connection=connection, mode="create", **kwargs)
         self._lock = threading.RLock()
+        self._ann = ann or AnnOptions()
 
     @classmethod
     def class_name(cls) -> str:
@@ -320,7 +325,8 @@ class LanceModalityVectorStore(LanceDBVectorStore):
 
     def optimize(self) -> Optional[float]:
         """Compact the table's fragments (every committed batch adds one, and many small fragments
-        slow every query). Old versions are kept (LanceDB's default, 7 days), so readers holding
+        slow every query), then build the ANN vector index once the table has ``ann.min_rows`` rows
+        (``stores/ann.py``). Old versions are kept (LanceDB's default, 7 days), so readers holding
         them are not broken. Seconds spent, None while the table does not exist."""
         tbl = self.lance_table()
         if tbl is None:
@@ -329,6 +335,7 @@ class LanceModalityVectorStore(LanceDBVectorStore):
         with self._lock:
             ensure_asset_index(tbl)  # stores made before the index existed get it here
             tbl.optimize()  # also adds the rows written since to the indexes
+            ensure_vector_index(tbl, self._ann)  # after compaction: train on the compacted fragments
         return time.perf_counter() - t0
 
     def purge_versions(self) -> Dict[str, int]:
@@ -385,10 +392,16 @@ class LanceModalityVectorStore(LanceDBVectorStore):
         """Nothing to release here: the connection is shared by the store's collections."""
 
 
-def open_collections(store_dir: str | os.PathLike[str]) -> Tuple[Dict[str, LanceModalityVectorStore], Any]:
+def open_collections(store_dir: str | os.PathLike[str],
+                     ann: Optional[AnnOptions] = None) -> Tuple[Dict[str, LanceModalityVectorStore], Any]:
     """One ``LanceModalityVectorStore`` per collection under ``<store_dir>/lancedb`` (tables are created
     on first write) and the shared connection. A table that cannot be opened raises StoreCorruptError
-    naming it and saying how to recover."""
+    naming it and saying how to recover.
+
+    Args:
+        store_dir: the store directory.
+        ann: when ``optimize`` builds a collection's ANN vector index (None: defaults).
+    """
     uri = Path(store_dir) / "lancedb"
     uri.mkdir(parents=True, exist_ok=True)
     # The integration logs a WARNING per table that does not exist yet; that is normal here.
@@ -398,7 +411,8 @@ def open_collections(store_dir: str | os.PathLike[str]) -> Tuple[Dict[str, Lance
     try:
         # read_consistency_interval=0: always see writes made by other processes/handles.
         conn = lancedb.connect(str(uri), read_consistency_interval=_dt.timedelta(0))
-        stores = {c: LanceModalityVectorStore(uri=str(uri), table_name=c, connection=conn) for c in COLLECTIONS}
+        stores = {c: LanceModalityVectorStore(uri=str(uri), table_name=c, connection=conn, ann=ann)
+                  for c in COLLECTIONS}
     except MMRAGError:
         raise
     except Exception as exc:
