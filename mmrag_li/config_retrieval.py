@@ -30,13 +30,25 @@ class RetrievalConfig(StrictModel):
         description="Per-retriever relevance floor; hits below it are not evidence. Unset = the model's own "
                     "default (text retrievers 0.2 cosine; image ones from the image encoder).",
     )
-    fusion: Literal["rrf", "weighted", "score_aware", "learned"] = Field(
+    fusion: Literal["calibrated", "rrf", "weighted", "score_aware", "learned"] = Field(
         "rrf",
-        description="rrf = rank-only Reciprocal Rank Fusion; weighted = sum of normalised scores; score_aware = RRF "
-                    "over the retrievers whose best score beats their calibrated p95 on unrelated queries, each "
-                    "hit weighted by its calibrated confidence (<store>/calibration.json, computed on first use); "
-                    "learned = the model of fusion_model (written by `mmrag tune`).",
+        description="calibrated = RRF in which a retriever whose best score is within its calibrated range on "
+                    "unrelated queries (<store>/calibration.json, computed on first use) counts calibrated_floor "
+                    "times, and the hits of hit_confidence retrievers are weighted by their calibrated "
+                    "confidence; rrf = rank-only Reciprocal Rank Fusion; weighted = sum of normalised scores; "
+                    "score_aware = like calibrated but such a retriever is dropped and every hit is weighted by "
+                    "its confidence; learned = the model of fusion_model (written by `mmrag tune`).",
     )
+    calibrated_floor: float = Field(
+        0.3, ge=0.0, le=1.0,
+        description="fusion: calibrated: weight of a retriever whose best score looks like an unrelated "
+                    "query's (0 = drop it, 1 = plain RRF). 0.3: the lowest value that keeps R@5 and MRR of the "
+                    "small dev set (benchmarks/README.md section 7).")
+    hit_confidence: List[str] = Field(
+        default_factory=lambda: ["bm25"],
+        description="fusion: calibrated: retrievers whose hits are weighted one by one by their calibrated "
+                    "confidence (BM25: a verbatim or identifier match scores far above partial matches; dense "
+                    "scores of a list's top hits are too close together for it to help).")
     fusion_model: str = Field("", description="JSON model file for fusion: learned (from `mmrag tune --out FILE`).")
     rrf_k: int = 60
     normalize: Literal["minmax", "zscore"] = "minmax"
