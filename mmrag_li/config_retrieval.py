@@ -31,7 +31,7 @@ class RetrievalConfig(StrictModel):
                     "default (text retrievers 0.2 cosine; image ones from the image encoder).",
     )
     fusion: Literal["calibrated", "rrf", "weighted", "score_aware", "learned"] = Field(
-        "rrf",
+        "calibrated",
         description="calibrated = RRF in which a retriever whose best score is within its calibrated range on "
                     "unrelated queries (<store>/calibration.json, computed on first use) counts calibrated_floor "
                     "times, and the hits of hit_confidence retrievers are weighted by their calibrated "
