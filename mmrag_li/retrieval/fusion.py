@@ -3,8 +3,10 @@
 :class:`FusionRetriever` runs named ``BaseRetriever`` s (the built-ins of
 :mod:`mmrag_li.retrieval.retrievers` by default, or any the caller brings), ranks *assets* per
 retriever (an asset's score is its best node's score; the asset of a node is its ``asset_id``
-metadata, else its ``ref_doc_id``, else its node id), then fuses the lists with Reciprocal Rank
-Fusion or a weighted sum of normalised scores (:func:`fuse`, a pure function). The result is one
+metadata, else its ``ref_doc_id``, else its node id), then fuses the lists: by default with RRF in
+which a retriever whose best score looks like an unrelated query's counts less
+(:class:`~mmrag_li.retrieval.calibrated_fusion.CalibratedFuser`, ``fusion: calibrated``), or with
+plain Reciprocal Rank Fusion or a weighted sum of normalised scores (:func:`fuse`, a pure function). The result is one
 entry per hit -- a page of a multi-page document, or a whole asset (``config.group_by``) -- with
 its best evidence nodes, a per-retriever score breakdown, a 0-1 ``score`` (the fused score over
 the best achievable, :func:`fused_max`; ``raw_score`` keeps the fused value), a ``why``, a
@@ -168,7 +170,7 @@ def _needs_image(retriever: BaseRetriever) -> bool:
 
 
 class FusionRetriever(BaseRetriever):
-    """Fuses any named LlamaIndex retrievers per asset (RRF or weighted), then optionally reranks.
+    """Fuses any named LlamaIndex retrievers per asset (calibrated RRF, RRF, weighted, ...), then optionally reranks.
 
     ``retrieve`` returns, for each of the top-k hits in rank order, its evidence nodes, each
     scored with the hit's 0-1 fused score (usable with ``SimilarityPostprocessor`` cutoffs). ``retrieve_assets`` returns the grouped :class:`AssetHit`
