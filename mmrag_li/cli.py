@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ablate", default="", help="comma list of captions,ocr,tiling,rerank")
     s.add_argument("--out", help="folder for report.json, report.md and recall.png")
     s.add_argument("--baselines", action="store_true", help="also run the baseline pipelines")
-    s.add_argument("--fusion", choices=["rrf", "weighted", "score_aware", "learned"],
+    s.add_argument("--fusion", choices=["calibrated", "rrf", "weighted", "score_aware", "learned"],
                    help="evaluate with this fusion instead of the configured one")
     s.add_argument("--fusion-model", help="learned fusion model file (from `mmrag tune --out`); implies --fusion learned")
     s.set_defaults(func=cmd_eval)

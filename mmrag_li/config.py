@@ -27,7 +27,9 @@ from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, field_va
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from . import registry
-from .config_parts import RayConfig, RayStageConfig, StoreConfig, StrictModel
+from .config_base import StrictModel
+from .config_parts import RayConfig, RayStageConfig, StoreConfig
+from .config_retrieval import RetrievalConfig
 from .config_sources import ENV_PREFIX, config_error, env_overrides, locate_config, merge_layer, preset_names, set_path
 from .errors import ConfigError
 
@@ -303,48 +305,6 @@ class IngestConfig(StrictModel):
     ray: RayConfig = Field(default_factory=RayConfig, description="Options of executor: ray.")
 
 
-class RetrievalConfig(StrictModel):
-    top_k: int = 5
-    per_retriever_k: int = 20
-    retrievers: List[str] = Field(
-        default_factory=lambda: ["image", "caption", "ocr", "text", "bm25"],
-        description="Subset of image, caption, ocr, text, bm25 (image query adds image2image).",
-    )
-    min_scores: Dict[str, float] = Field(
-        default_factory=dict,
-        description="Per-retriever relevance floor; hits below it are not evidence. Unset = the model's own "
-                    "default (text retrievers 0.2 cosine; image ones from the image encoder).",
-    )
-    fusion: Literal["rrf", "weighted", "score_aware", "learned"] = Field(
-        "rrf",
-        description="rrf = rank-only Reciprocal Rank Fusion; weighted = sum of normalised scores; score_aware = RRF "
-                    "over the retrievers whose best score beats their calibrated p95 on unrelated queries, each "
-                    "hit weighted by its calibrated confidence (<store>/calibration.json, computed on first use); "
-                    "learned = the model of fusion_model (written by `mmrag tune`).",
-    )
-    fusion_model: str = Field("", description="JSON model file for fusion: learned (from `mmrag tune --out FILE`).")
-    rrf_k: int = 60
-    normalize: Literal["minmax", "zscore"] = "minmax"
-    weights: Dict[str, float] = Field(default_factory=dict)
-    identifier_weights: Dict[str, float] = Field(
-        default_factory=lambda: {"bm25": 5.0},
-        description="Weight multipliers when the query holds a number or code (4711, T-800); x5 measured best "
-                    "on the dev set (keyword MRR 0.54 -> 0.96, no other query type changed): embeddings "
-                    "carry no signal for identifiers, exact keyword matching does.",
-    )
-    rerank: bool = False
-    rerank_top_n: int = 20
-    rerank_model: str = Field("", description="Cross-encoder name/path; '' = CLIP on image tiles (offline).")
-    recency_half_life_days: float = 0.0
-    allowed_collections: Optional[List[str]] = Field(
-        None, description="Tenant guard for every read (search, query, inspect, delete, stats, eval): "
-                          "null/absent = every collection, [] = none, a list = only those collections.")
-    group_by: Literal["page", "asset"] = Field(
-        "page",
-        description="The unit of a hit: 'page' = one result per (asset, page) of multi-page documents (several "
-                    "pages of one PDF can be hits); 'asset' = one result per file. Images and single-page files "
-                    "are the same either way.",
-    )
 
 
 class LLMConfig(StrictModel):

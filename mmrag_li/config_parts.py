@@ -1,5 +1,5 @@
-"""Config sections that live outside :mod:`mmrag_li.config` (which re-exports them): the strict
-base model, the Ray executor's sizing and the store (backend, versions, ANN index).
+"""Config sections that live outside :mod:`mmrag_li.config` (which re-exports them): the
+Ray executor's sizing and the store (backend, versions, ANN index).
 
 Split out only to keep modules small; import them from :mod:`mmrag_li.config` as before.
 """
@@ -8,15 +8,11 @@ from __future__ import annotations
 
 from typing import Dict, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-__all__ = ["StrictModel", "RayStageConfig", "RayConfig", "StoreConfig"]
+from .config_base import StrictModel
 
-
-class StrictModel(BaseModel):
-    """Base of every config model: an unknown key (a typo) is an error, never silently ignored."""
-
-    model_config = ConfigDict(extra="forbid")
+__all__ = ["RayStageConfig", "RayConfig", "StoreConfig"]
 
 
 class RayStageConfig(StrictModel):

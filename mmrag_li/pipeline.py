@@ -93,7 +93,7 @@ class MultiModalRAG(PipelineComponents, StoreUpkeep):
                               fingerprint=self.fingerprint(), recovered=self._recovered, guard=self.guard, **extra)
         report = runner.run(paths, collection=collection, prune=prune, workers=workers, batch_files=batch_files,
                             progress=progress)
-        if self.settings.retrieval.fusion in ("score_aware", "learned"):  # calibrate now, not on the first query
+        if self.settings.retrieval.fusion not in ("rrf", "weighted"):  # calibrate now, not on the first query
             from mmrag_li.retrieval.calibration import ensure_calibration
 
             ensure_calibration(self.as_retriever())

@@ -7,7 +7,10 @@ every fusion below is computed from the very same lists:
 * ``rrf``: rank-only Reciprocal Rank Fusion with the configured weights;
 * ``digit_rule``: RRF with ``retrieval.identifier_weights`` (BM25 x5 when the query holds a digit);
 * ``score_aware`` / ``score_aware+digit``: RRF over the retrievers that do not abstain, weighted by
-  calibrated confidence (:mod:`mmrag_li.retrieval.calibration`), without / with the digit rule;
+  calibrated confidence (:mod:`mmrag_li.retrieval.calibrated_fusion`), without / with the digit rule;
+* ``calibrated`` / ``calibrated+digit``: RRF in which a retriever without signal for the query is
+  down-weighted to ``retrieval.calibrated_floor`` instead of dropped, BM25's hits weighted by their
+  confidence, without / with the digit rule (``calibrated+digit`` is ``retrieval.fusion: calibrated``);
 * ``learned``: a logistic regression over candidate features (:mod:`mmrag_li.retrieval.features`),
   scored OUT OF FOLD: the queries are split into ``folds`` folds (stratified by query type, fixed
   seed), the model is fitted on the other folds and ranks the held-out fold's candidates.
@@ -42,7 +45,7 @@ from mmrag_li.evaluation.metrics import mean_metrics, metric_names, query_metric
 
 log = logging.getLogger("mmrag_li.eval")
 
-SYSTEMS = ("rrf", "digit_rule", "score_aware", "score_aware+digit", "learned")
+SYSTEMS = ("rrf", "digit_rule", "score_aware", "score_aware+digit", "calibrated", "calibrated+digit", "learned")
 Unit = Tuple[str, Optional[int]]
 
 
@@ -212,7 +215,7 @@ def cross_validate(lists: Sequence[QueryLists], config: Any, calibration: Any, r
         ``{"per_query": {system: {qid: metrics}}, "folds": {qid: fold}, "rows": [...], "ys": [...],
         "groups": [...]}`` (rows/ys/groups: all candidates, for the final fit).
     """
-    from mmrag_li.retrieval.calibration import ScoreAwareFuser
+    from mmrag_li.retrieval.calibrated_fusion import CalibratedFuser, ScoreAwareFuser
     from mmrag_li.retrieval.features import build_features
     from mmrag_li.retrieval.fusion import fuse, query_weights
 
@@ -220,6 +223,7 @@ def cross_validate(lists: Sequence[QueryLists], config: Any, calibration: Any, r
     fold_of = stratified_folds([ql.query for ql in lists], folds, seed)
     plain = dict(config.weights)
     sa = ScoreAwareFuser(calibration, config.rrf_k)
+    cf = CalibratedFuser(calibration, config.rrf_k, config.calibrated_floor, config.hit_confidence)
     per_query: Dict[str, Dict[str, Dict[str, float]]] = {s: {} for s in SYSTEMS}
     feats = []
     for ql in lists:
@@ -228,7 +232,9 @@ def cross_validate(lists: Sequence[QueryLists], config: Any, calibration: Any, r
         fused = {"rrf": fuse(ql.ranked, "rrf", config.rrf_k, plain),
                  "digit_rule": fuse(ql.ranked, "rrf", config.rrf_k, digit),
                  "score_aware": sa.fuse(ql.ranked, ql.query_str, plain),
-                 "score_aware+digit": sa.fuse(ql.ranked, ql.query_str, digit)}
+                 "score_aware+digit": sa.fuse(ql.ranked, ql.query_str, digit),
+                 "calibrated": cf.fuse(ql.ranked, ql.query_str, plain),
+                 "calibrated+digit": cf.fuse(ql.ranked, ql.query_str, digit)}
         for s, f in fused.items():
             per_query[s][q.qid] = _metrics(order_units(f, ql.ranked), q, ks, depth)
         keys, rows = build_features(ql.ranked, ql.query_str, retrievers, calibration, ql.image, config.rrf_k)
@@ -270,7 +276,7 @@ def recommendation(overall: Dict[str, Dict[str, float]]) -> Tuple[bool, List[str
     return not reasons, reasons
 
 
-FUSIONS = ("rrf", "weighted", "score_aware", "learned")
+FUSIONS = ("calibrated", "rrf", "weighted", "score_aware", "learned")
 
 
 def fusion_overrides(fusion: Optional[str], fusion_model: Optional[str]) -> Dict[str, str]:
@@ -278,7 +284,7 @@ def fusion_overrides(fusion: Optional[str], fusion_model: Optional[str]) -> Dict
     loads (``--fusion-model`` alone means learned).
 
     Args:
-        fusion: rrf, weighted, score_aware or learned (None: the configured one).
+        fusion: calibrated, rrf, weighted, score_aware or learned (None: the configured one).
         fusion_model: the learned model file.
 
     Raises:

@@ -10,11 +10,11 @@ in ``<store>/calibration.json`` with the model ids, floors and collection sizes.
 * ``confidence(name, score, n_tokens)`` is the fraction of unrelated queries (of the same length
   bin) whose top-1 score is below ``score`` (an empirical CDF, 0..1);
 * a retriever whose top-1 confidence is not above ``ABSTAIN_QUANTILE`` (its p95 on unrelated
-  queries) *abstains*: it carries no signal for this query and is left out of the fusion.
+  queries) *abstains* (:meth:`Calibration.abstains`): it carries no signal for this query.
 
-:class:`ScoreAwareFuser` is RRF over the retrievers that do not abstain, each candidate's
-contribution multiplied by its own calibrated confidence (``retrieval.fusion: score_aware``).
-It is recomputed when models or floors change or a collection's size moves by more than
+The fusers that use it are in :mod:`mmrag_li.retrieval.calibrated_fusion` (``retrieval.fusion:
+calibrated``, the default, down-weights such a retriever; ``score_aware`` drops it). The calibration
+is recomputed when models or floors change or a collection's size moves by more than
 ``STALE_FRACTION`` (seconds: one batch per embedding model). Retrievers without a calibration
 (a foreign one, image->image) never abstain and get confidence 1.
 """
@@ -31,7 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from mmrag_li.errors import MMRAGError
 from mmrag_li.retrieval.null_queries import NULL_QUERIES
@@ -432,68 +432,7 @@ def ensure_calibration(fusion: Any, refresh: bool = False) -> Calibration:
     return cal
 
 
-Ranked = Dict[str, List[Tuple[str, float, Any]]]
-
-
-class ScoreAwareFuser:
-    """RRF over the retrievers that do not abstain, each candidate weighted by its calibrated
-    confidence: ``sum_r w_r * conf_r(score) / (k + rank_r)``. When every retriever abstains the
-    plain (weighted) RRF of all lists is returned, so a query always gets an answer.
-
-    Args:
-        calibration: the store's :class:`Calibration`.
-        rrf_k: the RRF constant.
-    """
-
-    def __init__(self, calibration: Calibration, rrf_k: int = 60):
-        self.calibration = calibration
-        self.rrf_k = rrf_k
-
-    def active(self, ranked: Ranked, query_str: str) -> List[str]:
-        """The retrievers that do not abstain for this query.
-
-        Args:
-            ranked: retriever name -> ranked ``(key, score, hit)`` list.
-            query_str: the query text.
-        """
-        tokens = n_tokens(query_str)
-        return [n for n, items in ranked.items()
-                if items and not self.calibration.abstains(n, items[0][1], tokens)]
-
-    def fuse(self, ranked: Ranked, query_str: str, weights: Optional[Mapping[str, float]] = None) -> Dict[str, float]:
-        """key -> fused score (every key of ``ranked`` gets one; abstaining lists give 0).
-
-        Args:
-            ranked: retriever name -> ranked ``(key, score, hit)`` list.
-            query_str: the query text (its length picks the calibration bin).
-            weights: retriever name -> weight (default 1).
-        """
-        weights = weights or {}
-        tokens = n_tokens(query_str)
-        active = set(self.active(ranked, query_str))
-        fused: Dict[str, float] = {}
-        for name, items in ranked.items():
-            w = weights.get(name, 1.0)
-            for rank, (key, score, _h) in enumerate(items, start=1):
-                if active:
-                    conf = self.calibration.confidence(name, score, tokens) if name in active else 0.0
-                else:  # nobody is sure: plain RRF
-                    conf = 1.0
-                fused[key] = fused.get(key, 0.0) + w * conf / (self.rrf_k + rank)
-        return fused
-
-    def max_score(self, names: Sequence[str], weights: Optional[Mapping[str, float]] = None) -> float:
-        """The highest fused score possible from ``names`` (first everywhere, confidence 1).
-
-        Args:
-            names: the retrievers that returned anything.
-            weights: retriever name -> weight.
-        """
-        weights = weights or {}
-        return sum(max(weights.get(n, 1.0), 0.0) / (self.rrf_k + 1) for n in names)
-
-
 __all__ = ["ABSTAIN_QUANTILE", "CALIBRATION_FILE", "Calibration", "CalibrationError", "NULL_QUERIES",
-           "RetrieverCalibration", "ScoreAwareFuser", "calibrate", "calibration_path", "ecdf", "embed_queries",
+           "RetrieverCalibration", "calibrate", "calibration_path", "ecdf", "embed_queries",
            "ensure_calibration",
            "length_bin", "model_id", "n_tokens", "percentiles", "retriever_models", "store_counts"]

@@ -3,8 +3,10 @@
 :class:`FusionRetriever` runs named ``BaseRetriever`` s (the built-ins of
 :mod:`mmrag_li.retrieval.retrievers` by default, or any the caller brings), ranks *assets* per
 retriever (an asset's score is its best node's score; the asset of a node is its ``asset_id``
-metadata, else its ``ref_doc_id``, else its node id), then fuses the lists with Reciprocal Rank
-Fusion or a weighted sum of normalised scores (:func:`fuse`, a pure function). The result is one
+metadata, else its ``ref_doc_id``, else its node id), then fuses the lists: by default with RRF in
+which a retriever whose best score looks like an unrelated query's counts less
+(:class:`~mmrag_li.retrieval.calibrated_fusion.CalibratedFuser`, ``fusion: calibrated``), or with
+plain Reciprocal Rank Fusion or a weighted sum of normalised scores (:func:`fuse`, a pure function). The result is one
 entry per hit -- a page of a multi-page document, or a whole asset (``config.group_by``) -- with
 its best evidence nodes, a per-retriever score breakdown, a 0-1 ``score`` (the fused score over
 the best achievable, :func:`fused_max`; ``raw_score`` keeps the fused value), a ``why``, a
@@ -29,6 +31,7 @@ from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
 
 from mmrag_li.config import RetrievalConfig
+from mmrag_li.config_retrieval import FUSION_KINDS
 from mmrag_li.guard.scope import CollectionGuard
 from mmrag_li.guard.views import GuardedStores
 from mmrag_li.retrieval.bm25 import BM25Cache, compile_filters
@@ -39,7 +42,7 @@ from mmrag_li.retrieval.regions import regions_for, snippet_for
 from mmrag_li.retrieval.retrievers import (ALL_RETRIEVERS, TEXT_FLOOR, TEXT_RETRIEVERS, ScopedRetriever,
                                            and_filters, combine_filters, default_retrievers)
 
-FUSION_METHODS = ("rrf", "weighted", "score_aware", "learned")
+FUSION_METHODS = FUSION_KINDS
 
 
 def normalise(scores: Sequence[float], method: str = "minmax") -> List[float]:
@@ -167,7 +170,7 @@ def _needs_image(retriever: BaseRetriever) -> bool:
 
 
 class FusionRetriever(BaseRetriever):
-    """Fuses any named LlamaIndex retrievers per asset (RRF or weighted), then optionally reranks.
+    """Fuses any named LlamaIndex retrievers per asset (calibrated RRF, RRF, weighted, ...), then optionally reranks.
 
     ``retrieve`` returns, for each of the top-k hits in rank order, its evidence nodes, each
     scored with the hit's 0-1 fused score (usable with ``SimilarityPostprocessor`` cutoffs). ``retrieve_assets`` returns the grouped :class:`AssetHit`
@@ -181,7 +184,7 @@ class FusionRetriever(BaseRetriever):
             the same as :meth:`from_defaults`.)
         config: retrieval settings (fusion, rrf_k, normalize, weights, top_k, rerank, ...).
         weights: retriever name -> weight; overrides ``config.weights``.
-        fusion: "rrf", "weighted", "score_aware" or "learned"; overrides ``config.fusion``.
+        fusion: "calibrated", "rrf", "weighted", "score_aware" or "learned"; overrides ``config.fusion``.
         filters: ``MetadataFilters`` applied to every query.
         reranker: a :class:`~mmrag_li.retrieval.rerank.Reranker` run over the fused top
             ``config.rerank_top_n`` when ``config.rerank`` is on.
@@ -225,7 +228,7 @@ class FusionRetriever(BaseRetriever):
         self.describe_image = describe_image
         self.stores = None if stores is None else GuardedStores.wrap(stores, self.guard)
         self.bm25 = bm25
-        self._fuser: Any = None  # score_aware / learned: built on first use (see fuser())
+        self._fuser: Any = None  # calibrated / score_aware / learned: built on first use (see fuser())
 
     @classmethod
     def from_defaults(cls, stores: Any, text_embed: Any, clip_embed: Any, config: Optional[RetrievalConfig] = None,
@@ -257,9 +260,9 @@ class FusionRetriever(BaseRetriever):
 
     # ---- single retrievers -------------------------------------------------------------
     def fuser(self) -> Any:
-        """The calibrated fuser of ``config.fusion`` "score_aware" / "learned" (None for rrf / weighted),
+        """The fuser of ``config.fusion`` "calibrated" / "score_aware" / "learned" (None for rrf / weighted),
         built once (see :func:`mmrag_li.retrieval.learned.build_fuser`; may compute the store's calibration)."""
-        if self._fuser is None and self.config.fusion in ("score_aware", "learned"):
+        if self._fuser is None and self.config.fusion not in ("rrf", "weighted"):
             from mmrag_li.retrieval.learned import build_fuser
 
             self._fuser = build_fuser(self)

@@ -7,7 +7,7 @@ JSON (no pickle: loading it runs no code): the feature list, standardisation (me
 coefficients and intercept, the retrievers and the models it was fitted on, the scikit-learn
 version and a training summary. Scoring needs only the standard library, not scikit-learn.
 
-:func:`build_fuser` is what ``FusionRetriever`` calls for ``score_aware`` and ``learned``.
+:func:`build_fuser` is what ``FusionRetriever`` calls for ``calibrated``, ``score_aware`` and ``learned``.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from mmrag_li.errors import MMRAGError
-from mmrag_li.retrieval.calibration import Calibration, ScoreAwareFuser, ensure_calibration
+from mmrag_li.retrieval.calibrated_fusion import CalibratedFuser, ScoreAwareFuser
+from mmrag_li.retrieval.calibration import Calibration, ensure_calibration
 from mmrag_li.retrieval.features import FEATURE_VERSION, build_features, feature_names
 
 MODEL_FORMAT = "mmrag_li.fusion_model"
+CALIBRATED_FUSIONS = ("calibrated", "score_aware", "learned")  # the fusions that read the store's calibration
 MODEL_VERSION = 1
 
 
@@ -212,7 +214,7 @@ class LearnedFuser:
 
 
 def build_fuser(fusion: Any) -> Any:
-    """The fuser for ``fusion.config.fusion`` ("score_aware" or "learned"; None otherwise), with the
+    """The fuser for ``fusion.config.fusion`` ("calibrated", "score_aware" or "learned"; None otherwise), with the
     store's calibration (computed on first use, see :func:`ensure_calibration`).
 
     Args:
@@ -222,7 +224,7 @@ def build_fuser(fusion: Any) -> Any:
         FusionModelError: "learned" without ``retrieval.fusion_model``, or a model that does not fit.
     """
     cfg = fusion.config
-    if cfg.fusion not in ("score_aware", "learned"):
+    if cfg.fusion not in CALIBRATED_FUSIONS:
         return None
     if cfg.fusion == "learned":
         if not cfg.fusion_model:
@@ -233,7 +235,9 @@ def build_fuser(fusion: Any) -> Any:
         cal = ensure_calibration(fusion)
         model.check(list(fusion.retrievers), cal.models(), str(cfg.fusion_model))
         return LearnedFuser(model, cal)
+    if cfg.fusion == "calibrated":
+        return CalibratedFuser(ensure_calibration(fusion), cfg.rrf_k, cfg.calibrated_floor, cfg.hit_confidence)
     return ScoreAwareFuser(ensure_calibration(fusion), cfg.rrf_k)
 
 
-__all__ = ["FusionModel", "FusionModelError", "LearnedFuser", "MODEL_FORMAT", "build_fuser"]
+__all__ = ["CALIBRATED_FUSIONS", "FusionModel", "FusionModelError", "LearnedFuser", "MODEL_FORMAT", "build_fuser"]

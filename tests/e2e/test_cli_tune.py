@@ -14,7 +14,7 @@ from tests.tune_corpus import shared_store
 
 pytestmark = pytest.mark.slow
 
-SYSTEMS = {"rrf", "digit_rule", "score_aware", "score_aware+digit", "learned"}
+SYSTEMS = {"rrf", "digit_rule", "score_aware", "score_aware+digit", "calibrated", "calibrated+digit", "learned"}
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
+from mmrag_li.retrieval.calibrated_fusion import CalibratedFuser, ScoreAwareFuser
 from mmrag_li.retrieval.calibration import (CALIBRATION_FILE, Calibration, CalibrationError, RetrieverCalibration,
-                                            ScoreAwareFuser, ecdf, ensure_calibration, n_tokens, percentiles)
+                                            ecdf, ensure_calibration, n_tokens, percentiles)
 from tests.tune_corpus import RELATED, UNRELATED, shared_store
 
 # Floors off: calibration alone must tell signal from noise (every dense retriever returns k hits).
@@ -53,6 +54,41 @@ def rag(tmp_path_factory):
 
 
 @pytest.mark.slow
+def _cal(**tops):
+    """A calibration whose retrievers' unrelated-query top-1 scores are 0.00, 0.01, ... 0.99 (plus ``tops``'
+    scale): confidence(score) == score for scores in 0..1, so the expected fusion is computable by hand."""
+    pcts = percentiles([i / 100 for i in range(101)])
+    return Calibration({n: RetrieverCalibration("m", n, {"all": pcts}, {"all": 101}) for n in tops})
+
+
+def test_calibrated_fusion_down_weights_a_retriever_in_its_null_range_but_keeps_it():
+    # "image" tops out at 0.50 (its median on unrelated queries): no signal, weight = floor, not 0.
+    # "bm25" tops out at 0.99 (above p95): signal; its hits count with their own confidence.
+    # "ocr" is confident too, and not in hit_confidence: plain RRF. "i2i" is uncalibrated: plain RRF.
+    cal = _cal(image=1, bm25=1, ocr=1)
+    ranked = {"image": [("photo", 0.50, None), ("page", 0.40, None)],
+              "bm25": [("page", 0.99, None), ("other", 0.60, None)],
+              "ocr": [("other", 0.97, None), ("page", 0.96, None)],
+              "i2i": [("photo", 0.10, None)]}
+    fuser = CalibratedFuser(cal, rrf_k=1, floor=0.25, hit_confidence=["bm25"])
+    assert fuser.factors(ranked, "q") == {"image": [0.25, 0.25], "bm25": [pytest.approx(0.99, abs=0.01),
+                                                                         pytest.approx(0.60, abs=0.01)],
+                                          "ocr": [1.0, 1.0], "i2i": [1.0]}
+    fused = fuser.fuse(ranked, "q")
+    # by hand, k = 1: photo = 0.25/2 + 1/2 = 0.625; page = 0.25/3 + 0.99/2 + 1/3 = 0.912;
+    # other = 0.60/3 + 1/2 = 0.70
+    assert fused["photo"] == pytest.approx(0.625)
+    assert fused["page"] == pytest.approx(0.25 / 3 + 0.99 / 2 + 1 / 3, abs=0.01)
+    assert fused["other"] == pytest.approx(0.70, abs=0.01)
+    assert sorted(fused, key=lambda k: -fused[k]) == ["page", "other", "photo"]
+    # the abstaining fuser drops "image" entirely; floor 1 and no hit confidence is plain RRF
+    assert ScoreAwareFuser(cal, rrf_k=1).fuse(ranked, "q")["photo"] == pytest.approx(0.5)
+    plain = CalibratedFuser(cal, rrf_k=1, floor=1.0, hit_confidence=[]).fuse(ranked, "q")
+    assert plain == pytest.approx({"photo": 1.0, "page": 1 / 3 + 1 / 2 + 1 / 3, "other": 1 / 3 + 1 / 2})
+    with pytest.raises(ValueError, match="floor"):
+        CalibratedFuser(cal, floor=1.5)
+
+
 def test_abstains_on_unrelated_not_on_related(rag):
     retriever = rag.as_retriever(min_scores=NO_FLOORS)
     cal = ensure_calibration(retriever)
@@ -94,3 +130,8 @@ def test_score_aware_fusion_on_store(rag):
     ranked = {n: rank_assets(h) for n, h in per.items() if h}
     active = retriever.fuser().active(ranked, "invoice number 58213")
     assert "bm25" in active and "image" not in active
+    calibrated = rag.as_retriever(min_scores=NO_FLOORS, fusion="calibrated")
+    assert isinstance(calibrated.fuser(), CalibratedFuser)
+    assert calibrated.fuser().factors(ranked, "invoice number 58213")["image"][0] == calibrated.config.calibrated_floor
+    assert calibrated.retrieve_assets("invoice number 58213", top_k=3)[0].source.endswith("invoice_58213.png")
+    assert calibrated.retrieve_assets("a cat", top_k=3)[0].source.endswith("cat_chelsea.jpg")

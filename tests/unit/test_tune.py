@@ -143,11 +143,13 @@ def test_fusion_retriever_learned_fails_clearly(tmp_path):
         fr.retrieve_assets("x")
 
 
-def test_score_aware_without_calibratable_retrievers_is_rrf():
+@pytest.mark.parametrize("fusion", ["score_aware", "calibrated"])
+def test_calibrated_fusions_without_calibratable_retrievers_are_rrf(fusion):
     rets = {"a": _Fixed([hit("x", 0.9), hit("y", 0.5)]), "b": _Fixed([hit("y", 0.8)])}
-    fr = FusionRetriever(rets, config=RetrievalConfig(fusion="score_aware"))
+    fr = FusionRetriever(rets, config=RetrievalConfig(fusion=fusion))
     plain = FusionRetriever(rets, config=RetrievalConfig(fusion="rrf"))
     assert [h.asset_id for h in fr.retrieve_assets("q")] == [h.asset_id for h in plain.retrieve_assets("q")]
+    assert [h.score for h in fr.retrieve_assets("q")] == [h.score for h in plain.retrieve_assets("q")]
 
 
 def test_recommendation_refuses_when_not_better_out_of_fold():
@@ -176,6 +178,7 @@ def test_fusion_overrides_for_eval(tmp_path):
     model.write_text("{}")
     assert fusion_overrides(None, None) == {}
     assert fusion_overrides("score_aware", None) == {"retrieval.fusion": "score_aware"}
+    assert fusion_overrides("calibrated", None) == {"retrieval.fusion": "calibrated"}
     assert fusion_overrides(None, str(model)) == {"retrieval.fusion": "learned", "retrieval.fusion_model": str(model)}
     with pytest.raises(UsageError, match="fusion-model"):
         fusion_overrides("learned", None)
