@@ -17,15 +17,15 @@ from mmrag_li.generation.focus import analyze_question, is_identifier, mentions_
 from mmrag_li.generation.prompts import EXTRACTIVE_PREFIX, I_DONT_KNOW
 from mmrag_li.generation.verify import verify_answer
 
-SAMMY = EvidenceItem(id="E1", asset_id="a-sammy", source="SammyMaystoneLinesTest.pdf", texts=[
+SAMMY = EvidenceItem(id="E1", asset_id="a-sammy", source="SammyMaystoneLinesTest.pdf", texts=[(
     "INVOICE\n# invoice_number_1\nSammy Maystone\nsmaystone4@fake.com\nBill To:\nTaylor Riddel\n"
     "triddel9@fake.com\nShip To:\nTaylor's Store\nJan 1, 2022\nBalance Due:\n$127.50\nService B\n"
-    "Description: Cleaning\nNotes: Removed debris from case\nParts: 2 x shop supplies"], page=1)
-AWS = EvidenceItem(id="E2", asset_id="a-aws", source="AmazonWebServices.pdf", texts=[
+    "Description: Cleaning\nNotes: Removed debris from case\nParts: 2 x shop supplies")], page=1)
+AWS = EvidenceItem(id="E2", asset_id="a-aws", source="AmazonWebServices.pdf", texts=[(
     "All AWS Services are sold by Amazon Web Services, Inc.\nService Provider:\n"
     "(Not to be used for payment remittance)\nAmazon Web Services, Inc.\n410 Terry Ave North\n"
     "Seattle, WA  98109-5210, US\n1\nAccount number:\n296664039561\nBill to Address:\n"
-    "ATTN: iViveLabs Limited\nInvoice Number:\n42183017"])
+    "ATTN: iViveLabs Limited\nInvoice Number:\n42183017")])
 Q_SAMMY = "Which company issued invoice invoice_number_1?"
 Q_AWS = "Which company issued invoice 42183017?"
 
