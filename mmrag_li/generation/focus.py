@@ -22,6 +22,7 @@ the next two lines. A cell that is itself a label ends the search, so ``47774`` 
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -152,8 +153,58 @@ class QuestionFocus:
 
     @property
     def entity_tokens(self) -> list[str]:
-        """Lower-cased words and ids of the entities."""
-        return [t for e in self.entities for t in entity_words(e)]
+        """Lower-cased words of the named entities, and each identifier entity whole
+        (``invoice_number_1``, not its word "1", which is a count or a line number elsewhere)."""
+        return [t for e in self.entities
+                for t in ([identifier_key(e)] if is_identifier(e) else entity_words(e))]
+
+
+_ID_SHAPE_RE = re.compile(r"#?\s?[^\W_][\w\-/.]*")
+
+
+def is_identifier(entity: str) -> bool:
+    """Is this entity an identifier (one token with a digit: ``4711``, ``#BLR_1``,
+    ``INV-2024-1627``, ``invoice_number_1``) rather than a name?
+
+    Args:
+        entity: an entity of a `QuestionFocus`.
+    """
+    e = normalize_unicode(entity).strip()
+    return bool(_ID_SHAPE_RE.fullmatch(e)) and any(c.isdigit() for c in e)
+
+
+def identifier_key(entity: str) -> str:
+    """The identifier as a value token: lower-cased, without a leading ``#`` and spaces.
+
+    Args:
+        entity: an identifier entity (see `is_identifier`).
+    """
+    return normalize_unicode(entity).strip().lstrip("#").strip().casefold()
+
+
+def identifier_pattern(entity: str) -> Pattern[str]:
+    """A regex that finds the identifier whole, never a fragment of it or it inside a longer one.
+
+    Its letter and digit runs must follow each other with at most one joiner (``-_/.``) where
+    the identifier has a joiner or a letter/digit change (``INV-2024-1627`` = ``INV2024/1627``),
+    and a space only where it has a joiner or a space (``INV 2024 1627``). No letter or digit may touch it, nor a digit and a joiner
+    before it (``1627`` is not in ``2024-1627``, ``11`` is not in ``4.11``), nor a joiner and a
+    letter or digit after it (``4711`` is not in ``4711-2``); ``INV-4711`` does hold ``4711``.
+
+    Args:
+        entity: an identifier entity (see `is_identifier`).
+    """
+    e = identifier_key(entity)
+    runs = list(re.finditer(r"[^\W\d_]+|\d+", e))
+    parts = [re.escape(runs[0].group(0))] if runs else []
+    for prev, cur in itertools.pairwise(runs):
+        gap = e[prev.end():cur.start()]
+        # OCR drops or spaces out joiners ("INV 2024 1627"); a run split only by a letter/digit
+        # change may gain a joiner but no space.
+        parts.append(r"\s*[\-_/.]?\s*" if re.search(r"\s", gap) else r"\s?[\-_/.]?\s?" if gap else r"[\-_/.]?")
+        parts.append(re.escape(cur.group(0)))
+    return re.compile(r"(?<![^\W_])(?<!\d[.,\-/])" + "".join(parts) + r"(?![^\W_]|[\-_/.][^\W_]|,\d)",
+                      re.IGNORECASE)
 
 
 def entity_words(entity: str) -> list[str]:
@@ -212,15 +263,18 @@ def analyze_question(question: str) -> QuestionFocus:
 
 
 def mentions_entity(text: str, entity: str) -> bool:
-    """Does the text name the entity? Its name written without spaces, or its first distinctive
-    word and at least half of the others as whole words (case-insensitive): "Umbrella Corp" is not
-    "Globex Corp", "ACME Office Supplies" is not "Office Depot".
+    """Does the text name the entity? An identifier only whole (`identifier_pattern`); a name
+    written without spaces, or its first distinctive word and at least half of the others as
+    whole words (case-insensitive): "Umbrella Corp" is not "Globex Corp", "ACME Office Supplies"
+    is not "Office Depot".
 
     Args:
         text: evidence text.
         entity: an entity of a `QuestionFocus`.
     """
     t = normalize_unicode(text).casefold()
+    if is_identifier(entity):  # ids match whole: "invoice_number_1" is not the word "1"
+        return bool(identifier_pattern(entity).search(t))
     words = entity_words(entity)
     if not words:
         return True
@@ -259,7 +313,9 @@ def typed_values(text: str, kind: str | None, exclude: Sequence[str] = ()) -> li
         # A name starts with a capital and is a few words: "(Not to be used ...)" under a
         # "Service Provider:" label or "the charges shown ..." after "from" are not issuers.
         t = text.strip().lstrip(":：-–—#. ").strip()  # what follows "Sold By:" is the name
-        ok = re.search(r"[A-Za-z]{2}", t) and not re.search(r"\d{3}", t) and t[:1].isupper() and len(t.split()) <= 8
+        # A value that is itself a "Label: ..." cell ("Parts: 2 x shop supplies") is no name either.
+        ok = (re.search(r"[A-Za-z]{2}", t) and not re.search(r"\d{3}|[:：]", t) and t[:1].isupper()
+              and len(t.split()) <= 8)
         return [t] if ok else []
     spans = [sp for _, _, sp in dates]
     out: list[str] = []

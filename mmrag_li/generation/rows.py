@@ -39,6 +39,7 @@ _GENERIC_LABEL_RE = re.compile(r"^[^\d]{2,40}[:：]\s*$")
 _DOC_TITLE_RE = re.compile(r"(?i)\b(?:invoice|receipt|bill|rechnung|quittung|facture|re[çc]u)\b")
 _ISSUED_Q_RE = re.compile(r"(?i)\b(?:invoice|receipt|bill|rechnung|quittung|facture|re[çc]u|issued)\b")
 _NAME_LINE_RE = re.compile(r"[^\W\d_]{2}")
+_BILL_TO_RE = re.compile(r"(?i)^\s*(?:bill(?:ed)?|ship(?:ped)?|invoice|sold)\s+to\b")
 _INCL_RE = re.compile(r"(?i)\b(?:incl|inkl|including|inclusive|inclus|avec|mit|with)\b")
 
 
@@ -208,7 +209,7 @@ def letterhead_row(text: str, focus: QuestionFocus, *, top: int = 3) -> Row | No
     name must sit ABOVE that title, where a letterhead is. A line with digits (address, VAT id), a
     colon (a label such as ``Bill to:``), a link or more than eight words is no name. A name
     below the title could be the customer's, so there is no row then (the answer is "I don't
-    know", not a guess).
+    know", not a guess), unless a ``Bill To:`` block follows it (`_sender_block_row`).
 
     Args:
         text: one evidence text (OCR text or the first text chunk of page 1).
@@ -222,9 +223,32 @@ def letterhead_row(text: str, focus: QuestionFocus, *, top: int = 3) -> Row | No
     if title is None:
         return None
     for i, ln in lines[:title]:
-        cell = " ".join(ln.split())
-        if (re.search(r"\d|[:：@]|www\.|https?:", cell) or not _NAME_LINE_RE.search(cell)
-                or len(cell.split()) > 8 or len(cell) > 60):
-            continue
-        return Row(label="", strength=WEAK, values=[cell], quote=cell, line=i)
+        if _is_name_line(ln):
+            cell = " ".join(ln.split())
+            return Row(label="", strength=WEAK, values=[cell], quote=cell, line=i)
+    return _sender_block_row(text, title)
+
+
+def _is_name_line(line: str) -> bool:
+    cell = " ".join(line.split())
+    return not (re.search(r"\d|[:：@]|www\.|https?:", cell) or not _NAME_LINE_RE.search(cell)
+                or len(cell.split()) > 8 or len(cell) > 60)
+
+
+def _sender_block_row(text: str, title: int) -> Row | None:
+    """The sender block UNDER the title, when a ``Bill To:`` block follows it: ``INVOICE`` /
+    ``# invoice_number_1`` / ``Sammy Maystone`` / ``smaystone4@fake.com`` / ``Bill To:`` (the
+    sender comes before the recipient). Without a ``Bill To:`` within three lines after it, a
+    name under the title could be the customer's, so there is no row."""
+    lines = [(i, ln.strip()) for i, ln in enumerate(text.splitlines()) if ln.strip()]
+    for k in range(title + 1, min(len(lines), title + 3)):
+        i, ln = lines[k]
+        if re.search(r"\d", ln) and not _NAME_LINE_RE.search(re.sub(r"[#\w]*\d[\w\-/]*", "", ln)):
+            continue  # the title's id line ("# invoice_number_1")
+        if not _is_name_line(ln):
+            return None
+        if any(_BILL_TO_RE.search(nxt) for _, nxt in lines[k + 1:k + 4]):
+            cell = " ".join(ln.split())
+            return Row(label="", strength=WEAK, values=[cell], quote=cell, line=i)
+        return None
     return None

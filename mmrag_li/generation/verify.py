@@ -20,7 +20,9 @@ list of checks behind them:
     * a value of the asked kind (the total for "total amount due", an id for "invoice number",
       a date for "when") is the value of that field's row in the cited item (needs
       ``question``): ``Tax $0.00`` is not the total, ``Kundennr. 47774`` is not the invoice
-      number (`rows.field_rows`);
+      number (`rows.field_rows`); a name ("which company issued invoice 4711?") must be named
+      in a cited item, not only as its recipient (`names`); an identifier the question names
+      must occur whole in every cited item (``invoice_number_1`` is not the word "1");
     * no other evidence item about the same entity (or sharing an id with the cited item)
       states a different value for the asked field: two totals for one invoice are a
       ``conflict`` (also without ``question``: the claim sentence gives the field and entity);
@@ -66,9 +68,11 @@ from mmrag_li.generation.evidence import EvidenceItem
 from mmrag_li.generation.focus import (
     QuestionFocus,
     analyze_question,
+    is_identifier,
     mentions_entity,
     typed_values,
 )
+from mmrag_li.generation.names import claimed_names, name_stated
 from mmrag_li.generation.prompts import ALL_SYSTEM_PROMPTS
 from mmrag_li.generation.rows import field_rows, label_strength
 
@@ -233,8 +237,9 @@ def _strong_ids(item: ItemText) -> set[str]:
 def about_question(item: ItemText, focus: QuestionFocus) -> str | None:
     """None when the item is about the question, else why not (in words).
 
-    It must name every entity of the question, and mention the asked field (one of its labels)
-    or one of the question's terms.
+    It must name every entity of the question (an identifier whole), and mention the asked field
+    (one of its labels) or one of the question's terms; for a name question the identifier of
+    the document it names is enough.
 
     Args:
         item: the indexed evidence item.
@@ -245,6 +250,8 @@ def about_question(item: ItemText, focus: QuestionFocus) -> str | None:
             return f"does not mention {ent!r}"
     if focus.field is not None and any(label_strength(ln, focus.field)[0] for ln in item.raw.splitlines()):
         return None
+    if focus.kind == "name" and any(is_identifier(e) for e in focus.entities):
+        return None  # the named invoice itself: its issuer is often an unlabelled letterhead
     terms = set(focus.terms) - _META_TERMS
     if terms and not terms & set(content_terms(item.raw)):
         return "mentions none of the question's terms (" + ", ".join(sorted(terms)[:5]) + ")"
@@ -337,7 +344,7 @@ def verify_answer(
     stated: list[str] = []
     for sent in split_claim_sentences(text):
         stated += _check_sentence(v, sent, provided, idx, qfocus, relevance, min_content_terms)
-    if qfocus is not None and qfocus.field is not None and qfocus.kind != "name":
+    if qfocus is not None and qfocus.field is not None:
         ok = bool(stated)
         v.check("answers_question", ok, f"states the {qfocus.field.name}: " + ", ".join(stated[:3]) if ok
                 else f"the answer states no {qfocus.field.name} ({qfocus.kind})")
@@ -427,6 +434,8 @@ def _check_sentence(v: Verification, sent: str, provided: dict[str, EvidenceItem
                 v.check("relevance", ok, f"{i} is about the question" if ok else f"{i} {relevance[i]}", i)
                 if not ok:
                     v.irrelevant.append(f"{i} is not about the question: it {relevance[i]}")
+    if qfocus is not None and qfocus.kind == "name":
+        return _check_names(v, body, valid, idx, qfocus, cite_txt)
     focus = qfocus if qfocus is not None and qfocus.field is not None else analyze_question(body)
     if focus.field is None:
         return []
@@ -445,6 +454,32 @@ def _check_sentence(v: Verification, sent: str, provided: dict[str, EvidenceItem
         if not others:
             v.check("conflict", True, f"no other evidence states a different {focus.field.name} than '{value}'")
     return values
+
+
+def _check_names(v: Verification, body: str, valid: list[str], idx: Any, qfocus: QuestionFocus,
+                 cite_txt: str) -> list[str]:
+    """A name answer is checked like a field value: each name it gives must be stated, not as the
+    recipient, in an item it cites (and `about_question` already holds those items to the
+    document the question names); returns the names.
+
+    Args:
+        v: the verdict being built.
+        body: the sentence without citations.
+        valid: the provided ids it cites.
+        idx: evidence id -> `ItemText`.
+        qfocus: the analysed question (kind "name").
+        cite_txt: the citations as written, for messages.
+    """
+    names = claimed_names(body, qfocus)
+    for name in names:
+        why = [name_stated(name, idx(i).raw) for i in valid]
+        at = next((i for i, w in zip(valid, why) if w is None), None)
+        v.check("name", at is not None, f"'{name}' is named in {at}" if at else
+                f"{cite_txt}: " + "; ".join(dict.fromkeys(w for w in why if w)), at)
+        if at is None:
+            v.unsupported.append(f"the {qfocus.field.name if qfocus.field else 'name'} '{name}' is not stated in "
+                                 f"{cite_txt}: " + "; ".join(dict.fromkeys(w for w in why if w)))
+    return names
 
 
 def _short(s: str, n: int = 80) -> str:
