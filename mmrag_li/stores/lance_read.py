@@ -26,6 +26,7 @@ from mmrag_li.schema import COLLECTIONS
 
 from .ann import AnnOptions
 from .errors import DimensionMismatchError, StoreCorruptError
+from .lance_files import never_committed
 from .filters import and_where, ids_where, lance_where
 from .nodes import ASSET_ID_COLUMN, node_from_fields, unit_vector
 
@@ -91,7 +92,7 @@ class LazyLanceCollection:
             ds = self._ds
             try:
                 if ds is None:
-                    if not path.is_dir():
+                    if not path.is_dir() or never_committed(path):
                         return None
                     import lance
 

@@ -44,6 +44,7 @@ from mmrag_li.schema import COLLECTIONS
 from .ann import AnnOptions, ensure_vector_index
 from .errors import DimensionMismatchError, StoreCorruptError, StoreError
 from .filters import and_where, ids_where, lance_where, sql_str
+from .lance_files import never_committed
 from .nodes import (
     ASSET_ID_COLUMN,
     FILTER_FIELDS,
@@ -93,7 +94,7 @@ def lance_damage(uri: Path, exc: BaseException) -> StoreCorruptError:
     try:
         conn = lancedb.connect(str(uri))
         for c in COLLECTIONS:
-            if (uri / f"{c}.lance").exists():
+            if (uri / f"{c}.lance").exists() and not never_committed(uri / f"{c}.lance"):
                 try:
                     conn.open_table(c)
                 except Exception as inner:  # the damaged one
@@ -149,6 +150,11 @@ class LanceModalityVectorStore(LanceDBVectorStore):
         return "LanceModalityVectorStore"
 
     # -- table handle ----------------------------------------------------------------------------
+    def _table_exists(self, tbl_name: Optional[str] = None) -> bool:
+        # a directory whose first write never committed is listed by lancedb but cannot be opened
+        name = tbl_name or self._table_name
+        return bool(name) and not never_committed(Path(str(self.uri)) / f"{name}.lance")
+
     def lance_table(self) -> Any:
         """The native LanceDB table, or None while the collection has never been written."""
         if self._table is None:

@@ -96,3 +96,18 @@ def test_asset_id_scalar_index_is_created_and_used(tmp_path):
     assert sorted(n.node_id for n in s.get_assets_nodes(["a1"])["a1"]) == sorted(
         n.node_id for n in s.get_asset_nodes("a1"))
     s.close()
+
+
+def test_a_first_write_killed_before_its_commit_is_not_damage(tmp_path):
+    # A process killed while creating a table leaves <collection>.lance with data files but no
+    # committed version (seen when the Ray driver was killed mid-run): nothing in it was ever visible,
+    # so the store opens, reads it as empty, and the next write creates the table over it.
+    fill(tmp_path / "store").close()
+    half = tmp_path / "store" / "lancedb" / "caption.lance"
+    (half / "data").mkdir(parents=True)
+    (half / "data" / "0-interrupted.lance").write_bytes(b"\x00" * 64)
+    s = ModalityStores.from_config(Settings(store_dir=str(tmp_path / "store")))
+    assert s.count() == {"image": 0, "caption": 0, "ocr": 5, "text": 40}
+    s.upsert("caption", [node("c1", 500, "a caption", modality="caption")])
+    assert s.count("caption") == {"caption": 1} and set(s.get_assets_nodes(["c1"])) == {"c1"}
+    s.close()
