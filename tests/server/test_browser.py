@@ -46,8 +46,9 @@ def check_regions(page, scope: str) -> int:
     for i in range(n):
         box = boxes.nth(i)
         x0, y0, x1, y1 = (float(v) for v in box.get_attribute("data-bbox").split(","))
-        img = box.locator("xpath=../img").bounding_box()
-        got = box.bounding_box()
+        # both rectangles in one frame: the page may still be scrolling to the cited evidence
+        img, got = box.evaluate("""b => [b.parentElement.querySelector('img'), b].map(e => {
+            const r = e.getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width, height: r.height}; })""")
         want = {"x": img["x"] + x0 * img["width"], "y": img["y"] + y0 * img["height"],
                 "width": (x1 - x0) * img["width"], "height": (y1 - y0) * img["height"]}
         for key in want:
