@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("eval", parents=[common], help="retrieval quality per retriever and fused")
     s.add_argument("--queries", required=True, help="JSON lines: {query|query_image, relevant, answer?}")
     s.add_argument("--corpus", help="folder the relevant paths are relative to (ingested if needed)")
-    s.add_argument("--k", default="1,5,10")
+    s.add_argument("--k", default="1,5,10", help="cut-offs for Recall@k and NDCG@k, comma-separated")
     s.add_argument("--ablate", default="", help="comma list of captions,ocr,tiling,rerank")
     s.add_argument("--out", help="folder for report.json, report.md and recall.png")
     s.add_argument("--baselines", action="store_true", help="also run the baseline pipelines")
@@ -354,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--corpus", help="folder the relevant paths are relative to (ingested if needed)")
     s.add_argument("--out", help="write the fusion model (JSON) here")
     s.add_argument("--folds", type=int, default=5, help="cross-validation folds (>= 2)")
-    s.add_argument("--k", default="1,5,10")
+    s.add_argument("--k", default="1,5,10", help="cut-offs for Recall@k, comma-separated")
     s.add_argument("--seed", type=int, default=0, help="fold assignment seed")
     s.set_defaults(func=cmd_tune)
 

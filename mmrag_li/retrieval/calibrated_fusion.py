@@ -6,7 +6,10 @@ that carries no signal for the query is *down-weighted*, never dropped:
 * a retriever whose top-1 score is within its unrelated-query range (calibrated confidence not above
   ``ABSTAIN_QUANTILE``, its p95) counts with weight ``floor`` (``retrieval.calibrated_floor``);
 * the hits of the retrievers in ``hit_confidence`` (``retrieval.hit_confidence``, default BM25) are
-  each weighted by their own calibrated confidence when their list does carry signal;
+  each weighted by their own calibrated confidence, and such a list is never gated as a whole: BM25
+  abstains by itself (no query word, no hit), and its raw scores depend on the query's words, so a
+  relevant page of a single manual can score like an unrelated query's best hit on it (dotguide.pdf:
+  "default fontsize for nodes" fell from rank 1 to below rank 3 when BM25's list was gated);
 * every other retriever, and any retriever without a calibration (image->image, a foreign one),
   is plain RRF.
 
@@ -95,9 +98,9 @@ class ScoreAwareFuser:
 
 class CalibratedFuser:
     """RRF with calibrated down-weighting: ``sum_r w_r * g_r(hit) / (k + rank_r)`` where ``g_r`` is
-    ``floor`` for a retriever whose top-1 is within its unrelated-query range, the hit's own
-    calibrated confidence for a retriever of ``hit_confidence`` whose top-1 is above it, and 1
-    otherwise (uncalibrated retrievers: always 1). No retriever ever vanishes while ``floor > 0``.
+    the hit's own calibrated confidence for a retriever of ``hit_confidence``, ``floor`` for any other
+    retriever whose top-1 is within its unrelated-query range, and 1 otherwise (uncalibrated
+    retrievers: always 1). No retriever ever vanishes while ``floor > 0``.
 
     Args:
         calibration: the store's :class:`Calibration`.
@@ -127,10 +130,10 @@ class CalibratedFuser:
         for name, items in ranked.items():
             if not items or name not in cal.retrievers:
                 out[name] = [1.0] * len(items)
+            elif name in self.hit_confidence:  # per hit, never gated as a whole list (see the module doc)
+                out[name] = [cal.confidence(name, score, tokens) for _k, score, _h in items]
             elif cal.abstains(name, items[0][1], tokens):  # top-1 looks like an unrelated query's
                 out[name] = [self.floor] * len(items)
-            elif name in self.hit_confidence:
-                out[name] = [cal.confidence(name, score, tokens) for _k, score, _h in items]
             else:
                 out[name] = [1.0] * len(items)
         return out

@@ -133,7 +133,7 @@ class RetrieverCalibration:
         Args:
             tokens: the query's token count.
         """
-        b = length_bin(tokens)
+        b = length_bin(tokens)  # no bins at all: not calibrated (too few nodes), confidence 1
         if self.samples.get(b, 0) >= MIN_BIN and self.bins.get(b):
             return self.bins[b]
         return self.bins.get("all", [])
@@ -149,6 +149,7 @@ class Calibration:
         created: unix time of the calibration.
         queries: how many unrelated queries were run.
         floors: retriever name -> the relevance floor it ran with (a changed floor changes the scores seen).
+        min_nodes: ``retrieval.calibration_min_nodes`` it ran with (retrievers over fewer nodes were skipped).
     """
 
     retrievers: Dict[str, RetrieverCalibration] = field(default_factory=dict)
@@ -156,6 +157,7 @@ class Calibration:
     created: float = 0.0
     queries: int = 0
     floors: Dict[str, float] = field(default_factory=dict)
+    min_nodes: int = 0
 
     def confidence(self, name: str, score: float, tokens: int) -> float:
         """Calibrated confidence (0..1) of a score of retriever ``name`` for a ``tokens``-token query;
@@ -185,7 +187,7 @@ class Calibration:
         return {n: f"{rc.model}@{rc.collection}" for n, rc in self.retrievers.items()}
 
     def is_stale(self, models: Mapping[str, str], counts: Mapping[str, int],
-                 floors: Optional[Mapping[str, float]] = None) -> bool:
+                 floors: Optional[Mapping[str, float]] = None, min_nodes: Optional[int] = None) -> bool:
         """Whether this calibration no longer fits: other retrievers/models/floors, or a collection
         whose size changed by more than ``STALE_FRACTION``.
 
@@ -193,8 +195,9 @@ class Calibration:
             models: the current retriever -> "model@collection" (see :func:`retriever_models`).
             counts: the current node count per collection.
             floors: the current retriever -> relevance floor (None: not checked).
+            min_nodes: the current ``calibration_min_nodes`` (None: not checked).
         """
-        if dict(models) != self.models():
+        if dict(models) != self.models() or (min_nodes is not None and min_nodes != self.min_nodes):
             return True
         if floors is not None and {k: round(float(v), 6) for k, v in floors.items()} != \
                 {k: round(float(v), 6) for k, v in self.floors.items()}:
@@ -209,6 +212,7 @@ class Calibration:
         """The JSON form."""
         return {"version": CALIBRATION_VERSION, "created": self.created, "queries": self.queries,
                 "abstain_quantile": ABSTAIN_QUANTILE, "counts": dict(self.counts), "floors": dict(self.floors),
+                "min_nodes": self.min_nodes,
                 "retrievers": {n: {"model": rc.model, "collection": rc.collection, "samples": rc.samples,
                                    "percentiles": {b: [round(x, 6) for x in p] for b, p in rc.bins.items()}}
                                for n, rc in self.retrievers.items()}}
@@ -225,7 +229,8 @@ class Calibration:
                                         {b: int(k) for b, k in r.get("samples", {}).items()})
                 for n, r in data["retrievers"].items()}
         return cls(rets, {k: int(v) for k, v in data.get("counts", {}).items()}, float(data.get("created", 0)),
-                   int(data.get("queries", 0)), {k: float(v) for k, v in data.get("floors", {}).items()})
+                   int(data.get("queries", 0)), {k: float(v) for k, v in data.get("floors", {}).items()},
+                   int(data.get("min_nodes", 0)))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically to ``path``; returns it.
@@ -340,9 +345,14 @@ def calibrate(fusion: Any, queries: Sequence[str] = NULL_QUERIES, k: int = 1) ->
     from llama_index.core.schema import QueryBundle
 
     models = retriever_models(fusion.retrievers)
+    counts = store_counts(getattr(fusion, "stores", None))
+    min_nodes = int(getattr(fusion.config, "calibration_min_nodes", 0) or 0)
     vectors: Dict[int, Dict[str, List[float]]] = {}
     tops: Dict[str, Dict[str, List[float]]] = {n: {} for n in models}
     for name in models:
+        searched = models[name].rpartition("@")[2].split(",")
+        if counts and sum(counts.get(c, 0) for c in searched) < min_nodes:
+            continue  # too few nodes to tell noise from signal: no percentiles = confidence 1 (plain RRF)
         r = fusion.retrievers[name]
         embed = getattr(r, "embed_model", None)
         scoped = None
@@ -364,8 +374,7 @@ def calibrate(fusion: Any, queries: Sequence[str] = NULL_QUERIES, k: int = 1) ->
         model, _, coll = spec.rpartition("@")
         rets[name] = RetrieverCalibration(model, coll, {b: percentiles(v) for b, v in tops[name].items()},
                                           {b: len(v) for b, v in tops[name].items()})
-    counts = store_counts(getattr(fusion, "stores", None))
-    return Calibration(rets, counts, time.time(), len(queries), retriever_floors(fusion, models))
+    return Calibration(rets, counts, time.time(), len(queries), retriever_floors(fusion, models), min_nodes)
 
 
 def retriever_floors(fusion: Any, names: Sequence[str]) -> Dict[str, float]:
@@ -418,7 +427,9 @@ def ensure_calibration(fusion: Any, refresh: bool = False) -> Calibration:
     path = calibration_path(getattr(fusion, "stores", None), None if allowed is None else sorted(allowed))
     models = retriever_models(fusion.retrievers)
     cal = None if (path is None or refresh) else Calibration.load(path)
-    if cal is not None and not cal.is_stale(models, store_counts(fusion.stores), retriever_floors(fusion, models)):
+    min_nodes = int(getattr(fusion.config, "calibration_min_nodes", 0) or 0)
+    if cal is not None and not cal.is_stale(models, store_counts(fusion.stores), retriever_floors(fusion, models),
+                                            min_nodes):
         return cal
     t0 = time.perf_counter()
     cal = calibrate(fusion)

@@ -53,7 +53,6 @@ def rag(tmp_path_factory):
         yield r
 
 
-@pytest.mark.slow
 def _cal(**tops):
     """A calibration whose retrievers' unrelated-query top-1 scores are 0.00, 0.01, ... 0.99 (plus ``tops``'
     scale): confidence(score) == score for scores in 0..1, so the expected fusion is computable by hand."""
@@ -87,10 +86,36 @@ def test_calibrated_fusion_down_weights_a_retriever_in_its_null_range_but_keeps_
     assert plain == pytest.approx({"photo": 1.0, "page": 1 / 3 + 1 / 2 + 1 / 3, "other": 1 / 3 + 1 / 2})
     with pytest.raises(ValueError, match="floor"):
         CalibratedFuser(cal, floor=1.5)
+    # a hit_confidence list is weighted hit by hit even when its top-1 sits in the unrelated range
+    # (BM25 on one manual): never the whole-list floor
+    weak = {"bm25": [("p31", 0.40, None), ("p14", 0.30, None)], "image": [("photo", 0.50, None)]}
+    assert fuser.factors(weak, "q") == {"bm25": [pytest.approx(0.40, abs=0.01), pytest.approx(0.30, abs=0.01)],
+                                        "image": [0.25]}
+
+
+def test_a_store_too_small_to_calibrate_is_plain_rrf(rag):
+    # the default calibration_min_nodes (50) is more than this tiny store holds: no retriever gets
+    # percentiles, every factor is 1, and the calibrated fusion ranks exactly as plain RRF
+    assert rag.settings.retrieval.calibration_min_nodes == 50
+    small = rag.as_retriever()
+    cal = ensure_calibration(small, refresh=True)
+    assert cal.min_nodes == 50 and all(not rc.bins for rc in cal.retrievers.values())
+    query = "invoice number 58213"
+    per = small.run_all(query)
+    from mmrag_li.retrieval.hits import rank_assets
+
+    ranked = {n: rank_assets(h) for n, h in per.items() if h}
+    assert all(g == 1.0 for gs in small.fuser().factors(ranked, query).values() for g in gs)
+    rrf = rag.as_retriever(fusion="rrf")
+    assert [h.key for h in small.retrieve_assets(query, top_k=5)] == [h.key for h in rrf.retrieve_assets(query, top_k=5)]
+    # asking for calibration on it (min nodes 0) makes the file stale: recomputed, with percentiles
+    tuned = ensure_calibration(rag.as_retriever(calibration_min_nodes=0))
+    assert tuned.min_nodes == 0 and all(rc.bins for rc in tuned.retrievers.values())
 
 
 def test_abstains_on_unrelated_not_on_related(rag):
-    retriever = rag.as_retriever(min_scores=NO_FLOORS)
+    # the corpus is far below calibration_min_nodes: calibrate it anyway, to test the mechanism
+    retriever = rag.as_retriever(min_scores=NO_FLOORS, calibration_min_nodes=0)
     cal = ensure_calibration(retriever)
     assert (rag.store_dir / CALIBRATION_FILE).is_file()
     assert set(cal.retrievers) == {"image", "caption", "ocr", "text", "bm25"}
@@ -119,7 +144,7 @@ def test_abstains_on_unrelated_not_on_related(rag):
 
 @pytest.mark.slow
 def test_score_aware_fusion_on_store(rag):
-    retriever = rag.as_retriever(min_scores=NO_FLOORS, fusion="score_aware")
+    retriever = rag.as_retriever(min_scores=NO_FLOORS, fusion="score_aware", calibration_min_nodes=0)
     assert isinstance(retriever.fuser(), ScoreAwareFuser)
     top = retriever.retrieve_assets("invoice number 58213", top_k=3)
     assert top[0].source.endswith("invoice_58213.png")
@@ -130,7 +155,7 @@ def test_score_aware_fusion_on_store(rag):
     ranked = {n: rank_assets(h) for n, h in per.items() if h}
     active = retriever.fuser().active(ranked, "invoice number 58213")
     assert "bm25" in active and "image" not in active
-    calibrated = rag.as_retriever(min_scores=NO_FLOORS, fusion="calibrated")
+    calibrated = rag.as_retriever(min_scores=NO_FLOORS, fusion="calibrated", calibration_min_nodes=0)
     assert isinstance(calibrated.fuser(), CalibratedFuser)
     assert calibrated.fuser().factors(ranked, "invoice number 58213")["image"][0] == calibrated.config.calibrated_floor
     assert calibrated.retrieve_assets("invoice number 58213", top_k=3)[0].source.endswith("invoice_58213.png")
