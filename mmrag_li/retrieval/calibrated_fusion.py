@@ -34,12 +34,44 @@ __all__ = ["CalibratedFuser", "Ranked", "ScoreAwareFuser"]
 Ranked = Dict[str, List[Tuple[str, float, Any]]]
 
 
-def _max_rrf(names: Sequence[str], weights: Optional[Mapping[str, float]], rrf_k: int) -> float:
-    weights = weights or {}
-    return sum(max(weights.get(n, 1.0), 0.0) / (rrf_k + 1) for n in names)
+class _FactorFuser:
+    """RRF in which each hit counts ``w_r * g / (k + rank_r)``; subclasses say what ``g`` is
+    (:meth:`factors`), the summing and the best possible score are shared."""
+
+    rrf_k: int
+
+    def factors(self, ranked: Ranked, query_str: str) -> Dict[str, List[float]]:
+        """retriever name -> the factor ``g`` of each of its hits, in rank order."""
+        raise NotImplementedError
+
+    def fuse(self, ranked: Ranked, query_str: str, weights: Optional[Mapping[str, float]] = None) -> Dict[str, float]:
+        """key -> fused score (every key of ``ranked`` gets one).
+
+        Args:
+            ranked: retriever name -> ranked ``(key, score, hit)`` list.
+            query_str: the query text (its length picks the calibration bin).
+            weights: retriever name -> weight (default 1; the identifier boost is applied by the caller).
+        """
+        weights = weights or {}
+        fused: Dict[str, float] = {}
+        for name, gs in self.factors(ranked, query_str).items():
+            w = weights.get(name, 1.0)
+            for rank, ((key, _s, _h), g) in enumerate(zip(ranked[name], gs), start=1):
+                fused[key] = fused.get(key, 0.0) + w * g / (self.rrf_k + rank)
+        return fused
+
+    def max_score(self, names: Sequence[str], weights: Optional[Mapping[str, float]] = None) -> float:
+        """The highest fused score possible from ``names`` (first everywhere, factor 1).
+
+        Args:
+            names: the retrievers that returned anything.
+            weights: retriever name -> weight.
+        """
+        weights = weights or {}
+        return sum(max(weights.get(n, 1.0), 0.0) / (self.rrf_k + 1) for n in names)
 
 
-class ScoreAwareFuser:
+class ScoreAwareFuser(_FactorFuser):
     """RRF over the retrievers that do not abstain, each candidate weighted by its calibrated
     confidence: ``sum_r w_r * conf_r(score) / (k + rank_r)``. When every retriever abstains the
     plain (weighted) RRF of all lists is returned, so a query always gets an answer.
@@ -64,39 +96,23 @@ class ScoreAwareFuser:
         return [n for n, items in ranked.items()
                 if items and not self.calibration.abstains(n, items[0][1], tokens)]
 
-    def fuse(self, ranked: Ranked, query_str: str, weights: Optional[Mapping[str, float]] = None) -> Dict[str, float]:
-        """key -> fused score (every key of ``ranked`` gets one; abstaining lists give 0).
+    def factors(self, ranked: Ranked, query_str: str) -> Dict[str, List[float]]:
+        """retriever name -> the factor of each of its hits: its calibrated confidence, 0 for an
+        abstaining list, 1 everywhere when every list abstains.
 
         Args:
             ranked: retriever name -> ranked ``(key, score, hit)`` list.
             query_str: the query text (its length picks the calibration bin).
-            weights: retriever name -> weight (default 1).
         """
-        weights = weights or {}
         tokens = n_tokens(query_str)
         active = set(self.active(ranked, query_str))
-        fused: Dict[str, float] = {}
-        for name, items in ranked.items():
-            w = weights.get(name, 1.0)
-            for rank, (key, score, _h) in enumerate(items, start=1):
-                if active:
-                    conf = self.calibration.confidence(name, score, tokens) if name in active else 0.0
-                else:  # nobody is sure: plain RRF
-                    conf = 1.0
-                fused[key] = fused.get(key, 0.0) + w * conf / (self.rrf_k + rank)
-        return fused
-
-    def max_score(self, names: Sequence[str], weights: Optional[Mapping[str, float]] = None) -> float:
-        """The highest fused score possible from ``names`` (first everywhere, confidence 1).
-
-        Args:
-            names: the retrievers that returned anything.
-            weights: retriever name -> weight.
-        """
-        return _max_rrf(names, weights, self.rrf_k)
+        if not active:  # nobody is sure: plain RRF
+            return {name: [1.0] * len(items) for name, items in ranked.items()}
+        return {name: [self.calibration.confidence(name, score, tokens) if name in active else 0.0
+                       for _k, score, _h in items] for name, items in ranked.items()}
 
 
-class CalibratedFuser:
+class CalibratedFuser(_FactorFuser):
     """RRF with calibrated down-weighting: ``sum_r w_r * g_r(hit) / (k + rank_r)`` where ``g_r`` is
     the hit's own calibrated confidence for a retriever of ``hit_confidence``, ``floor`` for any other
     retriever whose top-1 is within its unrelated-query range, and 1 otherwise (uncalibrated
@@ -137,28 +153,3 @@ class CalibratedFuser:
             else:
                 out[name] = [1.0] * len(items)
         return out
-
-    def fuse(self, ranked: Ranked, query_str: str, weights: Optional[Mapping[str, float]] = None) -> Dict[str, float]:
-        """key -> fused score (every key of ``ranked`` gets one).
-
-        Args:
-            ranked: retriever name -> ranked ``(key, score, hit)`` list.
-            query_str: the query text.
-            weights: retriever name -> weight (default 1; the identifier boost is applied by the caller).
-        """
-        weights = weights or {}
-        fused: Dict[str, float] = {}
-        for name, gs in self.factors(ranked, query_str).items():
-            w = weights.get(name, 1.0)
-            for rank, ((key, _s, _h), g) in enumerate(zip(ranked[name], gs), start=1):
-                fused[key] = fused.get(key, 0.0) + w * g / (self.rrf_k + rank)
-        return fused
-
-    def max_score(self, names: Sequence[str], weights: Optional[Mapping[str, float]] = None) -> float:
-        """The highest fused score possible from ``names`` (first everywhere, factor 1).
-
-        Args:
-            names: the retrievers that returned anything.
-            weights: retriever name -> weight.
-        """
-        return _max_rrf(names, weights, self.rrf_k)
