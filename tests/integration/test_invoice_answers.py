@@ -19,6 +19,7 @@ from llama_index.core.schema import QueryBundle
 from mmrag_li.generation.prompts import I_DONT_KNOW
 from mmrag_li.generation.verify import verify_answer
 from tests.conftest import font_path, render_lines
+from tests.integration.conftest import ask
 
 pytestmark = pytest.mark.slow
 
@@ -69,14 +70,6 @@ def rag(tmp_path_factory):
     assert not report.failed, report.failed
     yield rag
     rag.close()
-
-
-def ask(rag, question: str):
-    engine = rag.as_query_engine(verifier=functools.partial(verify_answer, question=question))
-    resp = engine.query(question)
-    attempts = resp.metadata.get("attempts") or []
-    raw = attempts[0]["answer"] if attempts else resp.response
-    return resp, raw
 
 
 @pytest.mark.parametrize("name", list(INVOICES))

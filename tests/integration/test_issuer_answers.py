@@ -13,13 +13,12 @@ dev-set questions (answer checks: cited item holds the answer 0.75 -> 0.625).
 
 from __future__ import annotations
 
-import functools
 
 import pytest
 
 from mmrag_li.generation.prompts import I_DONT_KNOW
-from mmrag_li.generation.verify import verify_answer
 from tests.conftest import font_path, render_lines
+from tests.integration.conftest import ask
 
 pytestmark = pytest.mark.slow
 
@@ -49,13 +48,6 @@ def rag(tmp_path_factory):
     assert not report.failed, report.failed
     yield rag
     rag.close()
-
-
-def ask(rag, question: str):
-    engine = rag.as_query_engine(verifier=functools.partial(verify_answer, question=question))
-    resp = engine.query(question)
-    attempts = resp.metadata.get("attempts") or []
-    return resp, (attempts[0]["answer"] if attempts else resp.response)
 
 
 @pytest.mark.parametrize("question, issuer, source", [
