@@ -229,6 +229,7 @@ class FusionRetriever(BaseRetriever):
         self.stores = None if stores is None else GuardedStores.wrap(stores, self.guard)
         self.bm25 = bm25
         self._fuser: Any = None  # calibrated / score_aware / learned: built on first use (see fuser())
+        self._fuser_signature: Any = None  # the stores' signature it was built at
 
     @classmethod
     def from_defaults(cls, stores: Any, text_embed: Any, clip_embed: Any, config: Optional[RetrievalConfig] = None,
@@ -261,11 +262,15 @@ class FusionRetriever(BaseRetriever):
     # ---- single retrievers -------------------------------------------------------------
     def fuser(self) -> Any:
         """The fuser of ``config.fusion`` "calibrated" / "score_aware" / "learned" (None for rrf / weighted),
-        built once (see :func:`mmrag_li.retrieval.learned.build_fuser`; may compute the store's calibration)."""
-        if self._fuser is None and self.config.fusion not in ("rrf", "weighted"):
+        built on first use and again when the stores changed since, as the BM25 index is (see
+        :func:`mmrag_li.retrieval.learned.build_fuser`; may compute the store's calibration)."""
+        if self.config.fusion in ("rrf", "weighted"):
+            return None
+        signature = self.stores.signature() if hasattr(self.stores, "signature") else None
+        if self._fuser is None or signature != self._fuser_signature:
             from mmrag_li.retrieval.learned import build_fuser
 
-            self._fuser = build_fuser(self)
+            self._fuser, self._fuser_signature = build_fuser(self), signature
         return self._fuser
 
     def floor(self, name: str) -> Optional[float]:

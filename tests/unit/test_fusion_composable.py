@@ -277,3 +277,25 @@ def test_reranker_postprocessor_works_in_a_stock_query_engine():
     assert [n.node.node_id for n in response.source_nodes] == ["n2", "n3", "n1"]
     with pytest.raises(ValueError, match="needs the query"):
         post.postprocess_nodes([NodeWithScore(node=nodes[0][0], score=1.0)])
+
+
+def test_a_calibrated_fuser_is_rebuilt_when_the_stores_change(monkeypatch):
+    # A long-lived retriever (the server's, the facade's) must see the calibration an ingest wrote:
+    # the fuser is rebuilt when the stores' signature moves, as the BM25 index is, and only then.
+    import mmrag_li.retrieval.learned as learned
+
+    class Stores:
+        version = 1
+
+        def signature(self):
+            return ("text", self.version)
+
+    built = []
+    monkeypatch.setattr(learned, "build_fuser", lambda fusion: built.append(object()) or built[-1])
+    stores = Stores()
+    fused = FusionRetriever(retrievers=two_retrievers(), config=RetrievalConfig(fusion="calibrated"), stores=stores)
+    first = fused.fuser()
+    assert fused.fuser() is first and len(built) == 1
+    stores.version = 2  # an ingest wrote to the store
+    assert fused.fuser() is not first and len(built) == 2
+    assert FusionRetriever(retrievers=two_retrievers(), fusion="rrf", stores=stores).fuser() is None
