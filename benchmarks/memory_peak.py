@@ -65,6 +65,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--folder", default=str(ROOT / "examples" / "data"))
     ap.add_argument("--vectors", type=int, default=10000)
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--keep", help="keep the ingested store here (e.g. to evaluate it) instead of deleting it")
     args = ap.parse_args(argv)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT), LANCE_LOG="error")
     tmp = Path(tempfile.mkdtemp(prefix="mmrag-mem-"))
@@ -82,6 +83,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         info = json.loads(warm["stdout"].strip().splitlines()[-1]) if warm["rc"] == 0 else {}
         out["warm_retrieval"] = {"vectors": args.vectors, "peak_rss_mb": warm["peak_rss_mb"], **info}
     finally:
+        if args.keep:
+            shutil.rmtree(args.keep, ignore_errors=True)
+            shutil.move(str(tmp / "ingest"), args.keep)
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(out, indent=2))
     if args.json:

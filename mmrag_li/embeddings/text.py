@@ -125,6 +125,18 @@ class TextEmbedding(BaseEmbedding):
     async def _aget_query_embedding(self, query: str) -> Embedding:
         return await asyncio.to_thread(self._get_query_embedding, query)
 
+    def get_query_embedding_batch(self, queries: List[str]) -> List[Embedding]:
+        """Query embeddings of ``queries`` in one batch, through the torch-free encoder when it
+        applies (a process that only searches, e.g. while calibrating, never loads torch).
+
+        Args:
+            queries: the query texts.
+        """
+        light = self.light_encoder()
+        if light is not None:
+            return [v.tolist() for v in light.encode(list(queries))]
+        return [self.hf.get_query_embedding(q) for q in queries]
+
     def _get_text_embedding(self, text: str) -> Embedding:
         return self.hf.get_text_embedding(text)
 

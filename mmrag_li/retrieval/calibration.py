@@ -311,8 +311,9 @@ class _Precomputed:
 
 
 def embed_queries(embed_model: Any, queries: Sequence[str]) -> Dict[str, List[float]]:
-    """Query embeddings of ``queries``, batched when the model embeds queries and texts alike (checked
-    on the first query), else one by one.
+    """Query embeddings of ``queries``: through the model's ``get_query_embedding_batch`` when it has
+    one, batched as texts when the model embeds queries and texts alike (checked on the first
+    query), else one by one.
 
     Args:
         embed_model: a LlamaIndex embedding.
@@ -321,6 +322,9 @@ def embed_queries(embed_model: Any, queries: Sequence[str]) -> Dict[str, List[fl
     queries = list(dict.fromkeys(queries))
     if not queries:
         return {}
+    query_batch = getattr(embed_model, "get_query_embedding_batch", None)
+    if query_batch is not None:  # ours: torch-free when the model allows it (a search process stays light)
+        return {q: list(v) for q, v in zip(queries, query_batch(queries))}
     first = embed_model.get_query_embedding(queries[0])
     batch = getattr(embed_model, "get_text_embedding_batch", None)
     if batch is not None:

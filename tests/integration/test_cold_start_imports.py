@@ -31,8 +31,9 @@ def env():
     return dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT))
 
 
-def run_cli(argv, watch=NO_MODEL):
-    proc = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv, watch=watch)], cwd=str(ROOT), env=env(),
+def run_cli(argv, watch=NO_MODEL, **extra_env):
+    proc = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv, watch=watch)], cwd=str(ROOT),
+                          env=dict(env(), **extra_env),
                           capture_output=True, text=True, timeout=900)
     line = [ln for ln in proc.stderr.splitlines() if ln.startswith("PROBE ")]
     assert line, proc.stderr[-3000:]
@@ -69,3 +70,15 @@ def test_text_search_imports_no_torch_lancedb_ocr_or_llm(store):
     assert res == {"rc": 0, "modules": []}, res
     results = json.loads(out)["results"]
     assert results and results[0]["source"].endswith("invoice_note.md")
+
+
+def test_search_that_calibrates_the_store_imports_no_torch(store):
+    """The first search on a store without calibration embeds the null queries in that process
+    (calibrated fusion); it uses the torch-free query encoder too, not sentence-transformers."""
+    store_dir, _docs = store
+    (store_dir / "calibration.json").unlink(missing_ok=True)
+    res, out = run_cli(["search", "invoice total", "--store", str(store_dir), "--json"], watch=NEVER,
+                       MMRAG_RETRIEVAL__CALIBRATION_MIN_NODES="1")
+    assert res == {"rc": 0, "modules": []}, res
+    assert (store_dir / "calibration.json").is_file()  # it did calibrate
+    assert json.loads(out)["results"][0]["source"].endswith("invoice_note.md")
