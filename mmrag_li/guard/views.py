@@ -275,6 +275,21 @@ class GuardedStores:
             return GuardedVectorStore(vs, self.guard).iter_nodes()
         return (n for n in self.stores.all_nodes(collection) if self.guard.allows(n))
 
+    def all_records(self, collection: str) -> Iterator[Any]:
+        """Every visible node of ``collection`` as a ``NodeRecord`` (see ``ModalityStores.all_records``).
+
+        Args:
+            collection: the collection.
+        """
+        if self.guard.denies_all:
+            return iter(())
+        if hasattr(self.stores, "all_records"):
+            records = self.stores.all_records(collection)
+            return records if self.guard.unrestricted else (r for r in records if self.guard.allows(r))
+        from mmrag_li.stores.nodes import record_of  # a store without records: pack its nodes
+
+        return (record_of(n) for n in self.all_nodes(collection))
+
     def count(self, collection: Optional[str] = None) -> Dict[str, int]:
         """Visible rows per collection (only ``collection`` when given).
 

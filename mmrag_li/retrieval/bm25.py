@@ -5,8 +5,10 @@ Tokens are lower-cased with plurals folded (`fold_plural`: "nodes" finds "Node")
 whose section heading (metadata ``section``: a PDF heading, a Markdown header path) holds query
 terms scores higher (:data:`SECTION_BONUS`): "the default fontsize for nodes" belongs to the
 "Principal Node Attributes" table, not to the edge or graph tables that list fontsize too.
-The index is rebuilt in memory from the stores when their contents change (cheap: ~1 s per
-100k short chunks), so it never disagrees with what is stored. It is built per tenant scope
+The index is rebuilt in memory from the stores when their contents change (~4 s per 75k short
+chunks, read as rows without building LlamaIndex objects), so it never disagrees with what is
+stored; it keeps its nodes packed (:mod:`mmrag_li.retrieval.packed_nodes`: ~200 MB of RSS for
+75k chunks where the node objects took ~830 MB) and rebuilds only the hits. It is built per tenant scope
 (the collections a caller may see, :class:`BM25Cache`), so scores never depend on hidden documents.
 """
 
@@ -16,7 +18,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple, Union
 
 import bm25s
 
@@ -27,6 +29,7 @@ from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore
 
 from mmrag_li.errors import MMRAGError
 from mmrag_li.guard.scope import CollectionGuard
+from mmrag_li.retrieval.packed_nodes import NodeRecord, PackedNodes, record_of
 
 # Keep 1-char tokens out; underscores split tokens (file names like invoice_4711.png).
 TOKEN_PATTERN = r"(?u)[^\W_]{2,}"
@@ -81,27 +84,38 @@ def _pairs(text: str) -> set:
 class BM25Index:
     """An in-memory BM25 index over the text of ``nodes`` (empty-text nodes are left out), with a
     phrase bonus for query word pairs found in order, more so in the first words (a heading), and a
-    bonus for query terms in the node's ``section`` metadata (module docstring).
+    bonus for query terms in the node's ``section`` metadata (module docstring). The nodes are kept
+    packed (:class:`~mmrag_li.retrieval.packed_nodes.PackedNodes`) and rebuilt only as hits.
 
     Args:
-        nodes: the nodes to index.
+        nodes: the nodes to index: LlamaIndex nodes or :class:`NodeRecord` s (a store's rows).
     """
 
-    def __init__(self, nodes: Iterable[BaseNode]):
-        self.nodes: List[BaseNode] = [n for n in nodes if n.get_content(MetadataMode.NONE).strip()]
+    def __init__(self, nodes: Iterable[Union[BaseNode, NodeRecord]]):
+        self.nodes = PackedNodes()
+        corpus: List[str] = []
+        self._sections: Dict[int, set] = {}  # position -> section terms, only where there are any
+        for item in nodes:
+            record = item if isinstance(item, NodeRecord) else record_of(item)
+            if not record.text.strip():
+                continue
+            section = _terms(str(record.metadata.get("section") or ""))
+            if section:
+                self._sections[len(corpus)] = section
+            corpus.append(normalise_text(record.text))
+            self.nodes.append(record)
         self._bm25: Optional[bm25s.BM25] = None
-        if self.nodes:
-            corpus = [normalise_text(n.get_content(MetadataMode.NONE)) for n in self.nodes]
+        if corpus:
             tokens = bm25s.tokenize(corpus, token_pattern=TOKEN_PATTERN, stopwords="en", stemmer=_fold_all,
                                     show_progress=False)
-            self._sections = [_terms(str((n.metadata or {}).get("section") or "")) for n in self.nodes]
+            del corpus
             self._bm25 = bm25s.BM25()
             self._bm25.index(tokens, show_progress=False)
 
     def __len__(self) -> int:
         return len(self.nodes)
 
-    def search(self, query: str, k: int, predicate: Optional[Callable[[BaseNode], bool]] = None
+    def search(self, query: str, k: int, predicate: Optional[Callable[[Dict[str, Any]], bool]] = None
                ) -> List[NodeWithScore]:
         """Top-``k`` nodes for ``query`` (BM25 score with the phrase bonus), best first; only
         positive scores.
@@ -109,7 +123,8 @@ class BM25Index:
         Args:
             query: the query text.
             k: result size.
-            predicate: keeps only nodes for which it is true (filters); None keeps all.
+            predicate: keeps only nodes whose metadata dict it accepts (filters, see
+                :func:`compile_filters`); None keeps all.
         """
         if self._bm25 is None or not query.strip():
             return []
@@ -119,7 +134,8 @@ class BM25Index:
             return []
         mask = None
         if predicate is not None:
-            mask = np.array([1.0 if predicate(n) else 0.0 for n in self.nodes], dtype=np.float32)
+            mask = np.array([1.0 if predicate(self.nodes.metadata(i)) else 0.0 for i in range(len(self.nodes))],
+                            dtype=np.float32)
             if not mask.any():
                 return []
         pool = min(len(self.nodes), 2 * k)  # the bonuses below may lift a node from just outside k
@@ -129,13 +145,13 @@ class BM25Index:
         out = []
         for i, s in zip(idx[0], scores[0]):
             if s > 0:
-                node = self.nodes[int(i)]
+                node = self.nodes.node(int(i))
                 if pairs:
                     text = normalise_text(node.get_content(MetadataMode.NONE))
                     found = pairs & _pairs(text)
                     heading = pairs & _pairs(" ".join(_WORD.findall(text)[:HEADING_WORDS]))
                     s = s * (1 + (PHRASE_BONUS * len(found) + HEADING_BONUS * len(heading)) / len(pairs))
-                section = self._sections[int(i)]
+                section = self._sections.get(int(i))
                 if terms and section:
                     s = s * (1 + SECTION_BONUS * len(terms & section) / len(terms))
                 out.append(NodeWithScore(node=node, score=float(s)))
@@ -153,7 +169,8 @@ class BM25Cache:
     collection cannot move a visible hit's score (no side channel through BM25 statistics).
 
     Args:
-        load_nodes: returns the nodes to index (all scopes; each scope keeps its own collections).
+        load_nodes: returns the nodes (or :class:`NodeRecord` s) to index, all scopes (each scope
+            keeps its own collections); an iterator is consumed as it is read.
         signature: returns a value that changes whenever those nodes may have changed.
         max_scopes: how many scopes' indexes are kept (least recently used ones are dropped).
     """
@@ -176,7 +193,9 @@ class BM25Cache:
             collections: the collections whose nodes are indexed.
         """
         collections = tuple(collections)
-        return cls(lambda: [n for c in collections for n in stores.all_nodes(c)], stores.signature)
+        # rows as NodeRecords where the store can (no LlamaIndex objects), streamed: never all at once
+        read = getattr(stores, "all_records", None) or stores.all_nodes
+        return cls(lambda: (n for c in collections for n in read(c)), stores.signature)
 
     def get(self, scope: Any = None) -> BM25Index:
         """The current index of ``scope``, rebuilt first if the signature moved since its build.
@@ -191,7 +210,7 @@ class BM25Cache:
         with self._lock:
             entry = self._indexes.get(key)
             if entry is None or entry[0] != sig:
-                nodes = [] if guard.denies_all else guard.keep(self._load())
+                nodes = () if guard.denies_all else (n for n in self._load() if guard.allows(n))
                 entry = (sig, BM25Index(nodes))
                 self._indexes[key] = entry
             self._indexes.move_to_end(key)

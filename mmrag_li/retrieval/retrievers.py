@@ -366,7 +366,7 @@ class BM25StoreRetriever(ScopedRetriever):
         """BM25 top-``k`` among the nodes matching ``filters``, scored by the index of this
         retriever's tenant scope alone (see :class:`BM25Cache` and :meth:`ScopedRetriever.search`)."""
         match = compile_filters(filters)  # raises on an operator it does not know, before any work
-        predicate = None if filters is None else (lambda n: match(n.metadata))
+        predicate = None if filters is None else match
         return self.cache.get(self.guard).search(query_bundle.query_str, k, predicate)
 
 

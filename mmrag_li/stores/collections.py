@@ -18,7 +18,7 @@ from mmrag_li.config import Settings
 from mmrag_li.errors import ConfigError
 from mmrag_li.schema import COLLECTIONS, collection_of
 
-from .nodes import asset_filter, check_collection
+from .nodes import NodeRecord, asset_filter, check_collection, record_of
 
 __all__ = ["ModalityStores", "BACKENDS"]
 
@@ -194,6 +194,18 @@ class ModalityStores:
     def all_nodes(self, collection: str) -> Iterator[BaseNode]:
         """Every node of ``collection``, streamed."""
         return self._s(collection).iter_nodes()
+
+    def all_records(self, collection: str) -> Iterator[NodeRecord]:
+        """Every node of ``collection`` as a :class:`~mmrag_li.stores.nodes.NodeRecord`, streamed
+        (straight from the rows where the backend can: no LlamaIndex objects are built).
+
+        Args:
+            collection: the collection.
+        """
+        store = self._s(collection)
+        if hasattr(store, "iter_records"):
+            return store.iter_records()
+        return (record_of(n) for n in store.iter_nodes())
 
     def count(self, collection: Optional[str] = None) -> Dict[str, int]:
         """Rows per collection (only ``collection`` when given)."""

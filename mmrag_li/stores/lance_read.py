@@ -28,7 +28,7 @@ from .ann import AnnOptions
 from .errors import DimensionMismatchError, StoreCorruptError
 from .lance_files import never_committed
 from .filters import and_where, ids_where, lance_where
-from .nodes import ASSET_ID_COLUMN, node_from_fields, unit_vector
+from .nodes import ASSET_ID_COLUMN, NodeRecord, node_from_fields, record_from_row, unit_vector
 
 __all__ = ["LazyLanceCollection", "open_lazy_collections"]
 
@@ -157,6 +157,22 @@ class LazyLanceCollection:
         for batch in ds.to_batches(columns=["metadata"], filter=pred, batch_size=batch_size):
             for m in batch.column("metadata").to_pylist():
                 yield node_from_fields(m)
+
+    def iter_records(self, batch_size: int = 4096) -> Iterator[NodeRecord]:
+        """Every row as a :class:`~mmrag_li.stores.nodes.NodeRecord` (id, text, metadata, node JSON),
+        without building LlamaIndex nodes (the keyword index reads a whole collection this way).
+
+        Args:
+            batch_size: rows read per batch.
+        """
+        ds = self.dataset()
+        if ds is None:
+            return
+        columns = {"id": "id", "text": "text", "node_json": "metadata._node_content", "node_type": "metadata._node_type"}
+        for batch in ds.to_batches(columns=columns, batch_size=batch_size):
+            cols = [batch.column(c).to_pylist() for c in ("id", "text", "node_type", "node_json")]
+            for node_id, text, node_type, node_json in zip(*cols):
+                yield record_from_row(node_id, text, node_type, node_json)
 
     def get_nodes(self, node_ids: Optional[List[str]] = None, filters: Optional[MetadataFilters] = None,
                   **kwargs: Any) -> List[BaseNode]:

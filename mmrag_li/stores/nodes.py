@@ -8,8 +8,9 @@ our rows). Pixels (``ImageNode.image``) and embeddings never go into the JSON.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import uuid as _uuid
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 from llama_index.core.schema import BaseNode, ImageNode, MetadataMode
@@ -28,6 +29,7 @@ __all__ = [
     "FILTER_FIELDS",
     "ID_KEYS",
     "INTERNAL_TEXT_FIELDS",
+    "NodeRecord",
     "asset_filter",
     "check_collection",
     "has_filters",
@@ -35,6 +37,8 @@ __all__ = [
     "node_uuid",
     "parse_timestamp",
     "prepare_node",
+    "record_from_row",
+    "record_of",
     "timestamp_bound",
     "timestamp_str",
     "unit_vector",
@@ -173,6 +177,48 @@ def node_from_fields(fields: Dict[str, Any]) -> BaseNode:
     node = metadata_dict_to_node(fields)
     node.embedding = None
     return node
+
+
+class NodeRecord(NamedTuple):
+    """A stored node before it is rebuilt (what a store row holds), so a keyword index can be built
+    without creating LlamaIndex objects. ``node_json`` is ``BaseNode.to_json()``.
+
+    Args:
+        node_id: the node id.
+        text: the node's text (``get_content(MetadataMode.NONE)``).
+        metadata: the node's metadata dict.
+        node_type: the node's ``class_name()`` ("TextNode", "ImageNode", ...).
+        node_json: the node as JSON.
+    """
+
+    node_id: str
+    text: str
+    metadata: Dict[str, Any]
+    node_type: str
+    node_json: str
+
+
+def record_of(node: BaseNode) -> NodeRecord:
+    """The :class:`NodeRecord` of a LlamaIndex node.
+
+    Args:
+        node: the node.
+    """
+    return NodeRecord(node.node_id, node.get_content(MetadataMode.NONE), dict(node.metadata or {}),
+                      node.class_name(), node.to_json())
+
+
+def record_from_row(node_id: str, text: str, node_type: Optional[str], node_json: str) -> NodeRecord:
+    """The :class:`NodeRecord` of a stored row (its ``_node_content`` and ``_node_type`` fields).
+
+    Args:
+        node_id: the row's id.
+        text: the row's text column.
+        node_type: ``_node_type`` (None: a text node).
+        node_json: ``_node_content``.
+    """
+    return NodeRecord(node_id, text or "", json.loads(node_json).get("metadata") or {}, node_type or "TextNode",
+                      node_json)
 
 
 def has_filters(filters: Optional[MetadataFilters]) -> bool:

@@ -91,7 +91,7 @@ def test_bm25_finds_exact_identifiers_and_normalised_amounts():
     assert index.search("1939.00", 3)[0].node.node_id == "inv"
     assert index.search("red car", 3)[0].node.node_id == "car"
     assert index.search("zebra", 3) == []
-    only_inv2 = index.search("invoice", 3, predicate=lambda n: n.node_id == "inv2")
+    only_inv2 = index.search("invoice", 3, predicate=lambda meta: meta["asset_id"] == "inv2")
     assert [h.node.node_id for h in only_inv2] == ["inv2"]
 
 
