@@ -115,8 +115,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--text-gate", default="", help="'on,off': run each workload with ocr.text_gate on and off, "
                     "alternating (the gate's speed-up measured in one process; '' = the config's setting)")
     ap.add_argument("--repeats", type=int, default=1, help="runs per workload (and gate setting)")
+    ap.add_argument("--threads", default="", help="comma list of ingest.model_threads values to alternate "
+                    "(e.g. 'auto,0': the cap on torch/onnxruntime threads vs no cap); '' = the config's setting")
     args = ap.parse_args(argv)
     gates = [g for g in args.text_gate.split(",") if g] or [""]
+    thread_caps = [t for t in args.threads.split(",") if t] or [""]
     tmp = Path(tempfile.mkdtemp(prefix="mmrag-ingest-bench-"))
     load, comps = warm(args.config)
     results: Dict[str, Any] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, "
@@ -125,13 +128,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         for name in [w for w in args.workloads.split(",") if w]:
             folder = _workload(Path(args.devset), name, tmp)
             pages = _pages(folder)
-            runs = [(w, g) for _ in range(args.repeats) for w in [int(x) for x in args.workers.split(",") if x]
-                    for g in gates]
-            for w, g in runs:
-                r = run_once(folder, w, args.config, comps, {"ocr.text_gate": g == "on"} if g else None)
+            runs = [(w, g, tc) for _ in range(args.repeats) for w in [int(x) for x in args.workers.split(",") if x]
+                    for g in gates for tc in thread_caps]
+            for w, g, tc in runs:
+                overrides = dict({"ocr.text_gate": g == "on"} if g else {},
+                                 **({"ingest.model_threads": tc} if tc else {}))
+                r = run_once(folder, w, args.config, comps, overrides or None)
                 r["workload"] = name
                 if g:
                     r["text_gate"] = g
+                if tc:
+                    r["model_threads"] = tc
                 if name in ("images", "photos"):
                     r["images_per_s"] = round(r["files"] / r["wall_s"], 2)
                 else:

@@ -4,6 +4,8 @@
         --json benchmarks/results/memory_peak.json
 
 1. ``mmrag ingest FOLDER`` into a fresh store, in a child process: its peak RSS.
+3. ``mmrag serve`` on that synthetic store after 3 + 20 ``/api/search`` requests: its peak RSS
+   (``VmHWM``) and RSS, read from ``/proc`` before it is stopped.
 2. A warm retrieval process over a synthetic store of ``--vectors`` vectors (built as in
    ``retrieval_latency.py``: N/4 per collection, 384-d, 8 words of text per node): the offline
    default models, ``FusionRetriever`` with all five retrievers (BM25 index built), 20 queries of
@@ -60,6 +62,44 @@ def child(cmd: List[str], env: Dict[str, str]) -> Dict[str, Any]:
     return {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "rc": proc.returncode, "stdout": out}
 
 
+def warm_server(store: Path, env: Dict[str, str]) -> Dict[str, Any]:
+    """Start ``mmrag serve`` on ``store``, send 23 searches, return its peak and current RSS (MB)."""
+    import time
+    import urllib.parse
+
+    from server_latency import free_port, get
+
+    from mmrag_li.assets import MANIFEST_NAME
+    from mmrag_li.ingest.manifest import Manifest
+
+    Manifest(store / MANIFEST_NAME).close()  # the synthetic store has no files, but serve wants a store
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "mmrag_li.cli", "serve", "--store", str(store), "--port",
+                               str(port)], cwd=str(ROOT), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t = time.perf_counter()
+        while True:
+            try:
+                if get(base + "/healthz", timeout=5).get("ready"):
+                    break
+            except Exception:
+                pass
+            if server.poll() is not None or time.perf_counter() - t > 900:
+                return {"error": "mmrag serve did not become ready"}
+            time.sleep(0.5)
+        ready_s = time.perf_counter() - t
+        for i in range(23):
+            get(base + "/api/search?" + urllib.parse.urlencode({"q": f"w{7 * i} w{21 * i} report invoice", "k": 5}))
+        status = Path(f"/proc/{server.pid}/status").read_text()
+        mb = {ln.split(":")[0]: round(int(ln.split()[1]) / 1024, 1) for ln in status.splitlines()
+              if ln.startswith(("VmHWM:", "VmRSS:"))}
+        return {"peak_rss_mb": mb["VmHWM"], "rss_after_mb": mb["VmRSS"], "ready_after_s": round(ready_s, 1)}
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description="peak RSS of ingest and of a warm retrieval process")
     ap.add_argument("--folder", default=str(ROOT / "examples" / "data"))
@@ -82,6 +122,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         warm = child([sys.executable, "-c", WARM.format(root=str(ROOT), store=str(tmp / "synthetic"))], env)
         info = json.loads(warm["stdout"].strip().splitlines()[-1]) if warm["rc"] == 0 else {}
         out["warm_retrieval"] = {"vectors": args.vectors, "peak_rss_mb": warm["peak_rss_mb"], **info}
+        out["warm_server"] = {"vectors": args.vectors, **warm_server(tmp / "synthetic", env)}
     finally:
         if args.keep:
             shutil.rmtree(args.keep, ignore_errors=True)

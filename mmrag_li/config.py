@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Literal, Mapping, Optional, Tuple
+from typing import Any, ClassVar, Dict, List, Literal, Mapping, Optional, Tuple, Union
 
 import yaml
 from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, field_validator, model_validator
@@ -280,6 +280,10 @@ class IngestConfig(StrictModel):
     chunk_overlap: int = 48
     thumbnail_px: int = 256
     workers: int = 2
+    model_threads: Union[int, Literal["auto"]] = Field(
+        "auto", description="Threads each torch call may use while ingesting: auto = cores // (workers + 1), so "
+                            "reading threads and the embedding thread do not oversubscribe the cores; 0 = torch's "
+                            "default (one per core in every calling thread).")
     file_timeout_s: float = Field(300.0, description="A file still being read after this long is abandoned and "
                                                      "reported as timed out (PDFs get page_timeout_s more per page).")
     page_timeout_s: float = Field(20.0, description="Extra reading time allowed per PDF page.")

@@ -41,6 +41,7 @@ from mmrag_li.ingest.pruning import prune_walked, walk_paths
 from mmrag_li.ingest.recovery import check_store_writable, reconcile
 from mmrag_li.ingest.report import DEFAULT_COLLECTION, IngestReport, display_path
 from mmrag_li.ingest.sources import find_row, source_key
+from mmrag_li.ingest.threads import capped_model_threads
 from mmrag_li.ingest.transforms import check_collection, scoped_asset_id
 from mmrag_li.schema import file_hash
 
@@ -306,7 +307,8 @@ class IngestRunner:
         report.recovered.extend(self.recovered)
         self.recovered.clear()
         report.recovered.extend(reconcile(self.manifest, stores, guard=self.guard))
-        self._read_and_commit(self._plan(paths, report), report, workers, batch_files, progress)
+        with capped_model_threads(cfg.model_threads, workers or cfg.workers):
+            self._read_and_commit(self._plan(paths, report), report, workers, batch_files, progress)
         if prune:  # only what this run's walk saw gone; a missing root or unreadable folder prunes nothing
             pruned = prune_walked(self.manifest, stores, self.walk, cfg, self.guard, self.store_dir / "blobs")
             report.pruned, report.prune_skipped = pruned.pruned, pruned.skipped
