@@ -128,9 +128,10 @@ class BM25Index:
         """
         if self._bm25 is None or not query.strip():
             return []
-        q = bm25s.tokenize([normalise_text(query)], token_pattern=TOKEN_PATTERN, stopwords="en",
-                           stemmer=_fold_all, show_progress=False, allow_empty=True)
-        if not len(q.vocab):
+        tokens = bm25s.tokenize([normalise_text(query)], token_pattern=TOKEN_PATTERN, stopwords="en",
+                                stemmer=_fold_all, show_progress=False, return_ids=False)[0]
+        ids = self._bm25.get_tokens_ids(tokens)
+        if not ids:
             return []
         mask = None
         if predicate is not None:
@@ -138,23 +139,26 @@ class BM25Index:
                             dtype=np.float32)
             if not mask.any():
                 return []
-        pool = min(len(self.nodes), 2 * k)  # the bonuses below may lift a node from just outside k
-        idx, scores = self._bm25.retrieve(q, k=pool, show_progress=False, weight_mask=mask, n_threads=1)
+        scores = self._bm25.get_scores_from_ids(ids, weight_mask=mask)
+        # Top of the matching nodes only: np.argpartition over every node's score (mostly zeros)
+        # took ~170 ms at 750k nodes; the matches are a few thousand. Ties go by position.
+        matches = np.flatnonzero(scores > 0)
+        pool = 2 * k  # the bonuses below may lift a node from just outside k
+        top = matches[np.lexsort((matches, -scores[matches]))[:pool]]
         pairs = _pairs(normalise_text(query))
         terms = _terms(normalise_text(query))
         out = []
-        for i, s in zip(idx[0], scores[0]):
-            if s > 0:
-                node = self.nodes.node(int(i))
-                if pairs:
-                    text = normalise_text(node.get_content(MetadataMode.NONE))
-                    found = pairs & _pairs(text)
-                    heading = pairs & _pairs(" ".join(_WORD.findall(text)[:HEADING_WORDS]))
-                    s = s * (1 + (PHRASE_BONUS * len(found) + HEADING_BONUS * len(heading)) / len(pairs))
-                section = self._sections.get(int(i))
-                if terms and section:
-                    s = s * (1 + SECTION_BONUS * len(terms & section) / len(terms))
-                out.append(NodeWithScore(node=node, score=float(s)))
+        for i, s in zip(top, scores[top]):
+            node = self.nodes.node(int(i))
+            if pairs:
+                text = normalise_text(node.get_content(MetadataMode.NONE))
+                found = pairs & _pairs(text)
+                heading = pairs & _pairs(" ".join(_WORD.findall(text)[:HEADING_WORDS]))
+                s = s * (1 + (PHRASE_BONUS * len(found) + HEADING_BONUS * len(heading)) / len(pairs))
+            section = self._sections.get(int(i))
+            if terms and section:
+                s = s * (1 + SECTION_BONUS * len(terms & section) / len(terms))
+            out.append(NodeWithScore(node=node, score=float(s)))
         # ties (two documents with the same words) go by node id, not by the order they were stored in
         return sorted(out, key=lambda h: (-(h.score or 0.0), h.node.node_id))[:k]
 

