@@ -67,7 +67,7 @@ def warm_server(store: Path, env: Dict[str, str]) -> Dict[str, Any]:
     import time
     import urllib.parse
 
-    from server_latency import free_port, get
+    from server_latency import free_port, get, wait_ready
 
     from mmrag_li.assets import MANIFEST_NAME
     from mmrag_li.ingest.manifest import Manifest
@@ -79,15 +79,8 @@ def warm_server(store: Path, env: Dict[str, str]) -> Dict[str, Any]:
                                str(port)], cwd=str(ROOT), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         t = time.perf_counter()
-        while True:
-            try:
-                if get(base + "/healthz", timeout=5).get("ready"):
-                    break
-            except Exception:
-                pass
-            if server.poll() is not None or time.perf_counter() - t > 900:
-                return {"error": "mmrag serve did not become ready"}
-            time.sleep(0.5)
+        if not wait_ready(base, server):
+            return {"error": "mmrag serve did not become ready"}
         ready_s = time.perf_counter() - t
         for i in range(23):
             get(base + "/api/search?" + urllib.parse.urlencode({"q": f"w{7 * i} w{21 * i} report invoice", "k": 5}))

@@ -62,6 +62,20 @@ def get(url: str, timeout: float = 300) -> Any:
         return json.loads(r.read())
 
 
+def wait_ready(base: str, server: subprocess.Popen, limit_s: float = 900) -> bool:
+    """Poll ``/healthz`` until the server says ready (True) or exits / ``limit_s`` passes (False)."""
+    t = time.perf_counter()
+    while True:
+        try:
+            if get(base + "/healthz", timeout=5).get("ready"):
+                return True
+        except Exception:
+            pass
+        if server.poll() is not None or time.perf_counter() - t > limit_s:
+            return False
+        time.sleep(0.2)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(REPO / "examples" / "data"))
@@ -99,16 +113,9 @@ def main() -> int:
                                "--port", str(port)], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
-        while True:
-            try:
-                if get(base + "/healthz", timeout=5).get("ready"):
-                    break
-            except Exception:
-                pass
-            if server.poll() is not None or time.perf_counter() - t > 900:
-                print("mmrag serve did not become ready", file=sys.stderr)
-                return 1
-            time.sleep(0.2)
+        if not wait_ready(base, server):
+            print("mmrag serve did not become ready", file=sys.stderr)
+            return 1
         startup_s = time.perf_counter() - t
         print(f"server ready after {startup_s:.1f} s", file=sys.stderr)
         for q in QUERIES[:3]:

@@ -281,9 +281,9 @@ class IngestConfig(StrictModel):
     thumbnail_px: int = 256
     workers: int = 2
     model_threads: Union[int, Literal["auto"]] = Field(
-        "auto", description="Threads each torch call may use while ingesting: auto = cores // (workers + 1), so "
-                            "reading threads and the embedding thread do not oversubscribe the cores; 0 = torch's "
-                            "default (one per core in every calling thread).")
+        0, description="Threads each torch call may use while ingesting: 0 = torch's default (one per core in "
+                       "every calling thread); auto = cores // (workers + 1), for many-core machines with many "
+                       "workers, where reading threads and the embedding thread would oversubscribe the cores.")
     file_timeout_s: float = Field(300.0, description="A file still being read after this long is abandoned and "
                                                      "reported as timed out (PDFs get page_timeout_s more per page).")
     page_timeout_s: float = Field(20.0, description="Extra reading time allowed per PDF page.")

@@ -5,6 +5,8 @@ embeds and stores; every one of them calls torch, whose intra-op pool defaults t
 core *per calling thread*. On a 2-core machine that is 4-6 busy threads spinning for 2 cores.
 ``auto`` gives each call ``cores // (workers + 1)`` threads (at least 1) for the length of the ingest
 and puts torch's setting back afterwards, so a notebook that ingests keeps its own setting.
+The default is 0 (no cap): on a 2-core machine the cap measured no faster (``benchmarks/README.md``,
+section 8, Target 3); it is for many cores and many workers.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ def test_threads_per_call(setting, workers, cores, expected):
 
 
 def test_setting_is_validated_by_the_config():
-    assert Settings.load(None).ingest.model_threads == "auto"
+    assert Settings.load(None).ingest.model_threads == 0  # no cap unless asked
+    assert Settings.load(None, **{"ingest.model_threads": "auto"}).ingest.model_threads == "auto"
     assert Settings.load(None, **{"ingest.model_threads": "2"}).ingest.model_threads == 2
     with pytest.raises(Exception, match="model_threads"):
         Settings.load(None, **{"ingest.model_threads": "many"})
