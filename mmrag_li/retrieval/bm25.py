@@ -29,7 +29,8 @@ from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore
 
 from mmrag_li.errors import MMRAGError
 from mmrag_li.guard.scope import CollectionGuard
-from mmrag_li.retrieval.packed_nodes import NodeRecord, PackedNodes, record_of
+from mmrag_li.retrieval.packed_nodes import PackedNodes
+from mmrag_li.stores.nodes import NodeRecord, record_of
 
 # Keep 1-char tokens out; underscores split tokens (file names like invoice_4711.png).
 TOKEN_PATTERN = r"(?u)[^\W_]{2,}"
@@ -128,7 +129,8 @@ class BM25Index:
         """
         if self._bm25 is None or not query.strip():
             return []
-        tokens = bm25s.tokenize([normalise_text(query)], token_pattern=TOKEN_PATTERN, stopwords="en",
+        query = normalise_text(query)
+        tokens = bm25s.tokenize([query], token_pattern=TOKEN_PATTERN, stopwords="en",
                                 stemmer=_fold_all, show_progress=False, return_ids=False)[0]
         ids = self._bm25.get_tokens_ids(tokens)
         if not ids:
@@ -145,8 +147,8 @@ class BM25Index:
         matches = np.flatnonzero(scores > 0)
         pool = 2 * k  # the bonuses below may lift a node from just outside k
         top = matches[np.lexsort((matches, -scores[matches]))[:pool]]
-        pairs = _pairs(normalise_text(query))
-        terms = _terms(normalise_text(query))
+        pairs = _pairs(query)
+        terms = _terms(query)
         out = []
         for i, s in zip(top, scores[top]):
             node = self.nodes.node(int(i))

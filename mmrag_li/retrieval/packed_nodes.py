@@ -10,14 +10,13 @@ filters without rebuilding it: one column (a list) per metadata key, equal value
 from __future__ import annotations
 
 import zlib
-from typing import Any, Dict, List, Type
+from typing import Any, Dict, List
 
-from llama_index.core.schema import BaseNode, ImageNode, IndexNode, Node, TextNode
+from llama_index.core.schema import BaseNode
 
-from mmrag_li.stores.nodes import NodeRecord, record_from_row, record_of
+from mmrag_li.stores.nodes import NodeRecord, node_from_fields
 
 _MISSING = object()  # a node without this metadata key (filters treat it as absent, not as None)
-_NODE_TYPES: Dict[str, Type[BaseNode]] = {c.class_name(): c for c in (TextNode, ImageNode, IndexNode, Node)}
 
 
 class PackedNodes:
@@ -25,7 +24,7 @@ class PackedNodes:
 
     def __init__(self) -> None:
         self._blobs: List[bytes] = []
-        self._types: List[Type[BaseNode]] = []
+        self._types: List[str] = []  # each node's class_name() (one shared string per type)
         self._columns: Dict[str, List[Any]] = {}
         self._shared: Dict[Any, Any] = {}  # one object per distinct metadata value (source paths repeat)
 
@@ -40,7 +39,7 @@ class PackedNodes:
         """
         i = len(self._blobs)
         self._blobs.append(zlib.compress(record.node_json.encode("utf-8"), 1))
-        self._types.append(_NODE_TYPES.get(record.node_type, TextNode))
+        self._types.append(self._share(record.node_type))
         for key, value in record.metadata.items():
             column = self._columns.get(key)
             if column is None:
@@ -62,9 +61,8 @@ class PackedNodes:
         Args:
             i: its position.
         """
-        node = self._types[i].from_json(zlib.decompress(self._blobs[i]).decode("utf-8"))
-        node.embedding = None
-        return node
+        return node_from_fields({"_node_content": zlib.decompress(self._blobs[i]).decode("utf-8"),
+                                 "_node_type": self._types[i]})
 
     def metadata(self, i: int) -> Dict[str, Any]:
         """The ``i``-th node's metadata (from the columns; the node is not rebuilt).
@@ -74,14 +72,5 @@ class PackedNodes:
         """
         return {k: col[i] for k, col in self._columns.items() if col[i] is not _MISSING}
 
-    def column(self, key: str) -> List[Any]:
-        """Every node's value of metadata ``key`` (None where a node has none).
 
-        Args:
-            key: the metadata key.
-        """
-        col = self._columns.get(key)
-        return [None] * len(self) if col is None else [None if v is _MISSING else v for v in col]
-
-
-__all__ = ["NodeRecord", "PackedNodes", "record_from_row", "record_of"]  # records re-exported from stores.nodes
+__all__ = ["PackedNodes"]

@@ -178,9 +178,8 @@ class LazyLanceCollection:
         ds = self.dataset()
         if ds is None:
             return
-        columns = {"id": "id", "text": "text", "node_json": "metadata._node_content", "node_type": "metadata._node_type"}
-        for batch in ds.to_batches(columns=columns, batch_size=batch_size):
-            cols = [batch.column(c).to_pylist() for c in ("id", "text", "node_type", "node_json")]
+        for batch in ds.to_batches(columns={"id": "id", "text": "text", **NODE_COLUMNS}, batch_size=batch_size):
+            cols = [batch.column(c).to_pylist() for c in ("id", "text", "_node_type", "_node_content")]
             for node_id, text, node_type, node_json in zip(*cols):
                 yield record_from_row(node_id, text, node_type, node_json)
 
