@@ -147,7 +147,9 @@ class LazyLanceCollection:
         pred = and_where(lance_where(filters), where)
         # nprobes/refine_factor/ef matter once the collection has its ANN index; exact search ignores them
         nearest = {"column": "vector", "q": q, "k": k, "metric": "cosine", **self.ann.nearest_params()}
-        tbl = ds.to_table(columns=NODE_COLUMNS, filter=pred, prefilter=bool(pred), nearest=nearest)
+        # _distance named explicitly: left to be added implicitly, lance prints a deprecation warning per search
+        tbl = ds.to_table(columns={**NODE_COLUMNS, "_distance": "_distance"}, filter=pred, prefilter=bool(pred),
+                          nearest=nearest)
         dists = tbl.column("_distance").to_pylist()
         return [NodeWithScore(node=node_from_fields(m), score=1.0 - float(d)) for m, d in zip(_node_fields(tbl), dists)]
 

@@ -9,6 +9,7 @@ from mmrag_li.guard.views import GuardedStores
 from mmrag_li.retrieval.packed_nodes import PackedNodes
 from mmrag_li.schema import COLLECTIONS
 from mmrag_li.stores import ModalityStores
+from tests.e2e.conftest import mmrag
 
 
 def test_records_are_the_stored_nodes(store):
@@ -31,3 +32,12 @@ def test_records_are_the_stored_nodes(store):
         assert all(list(hidden.all_records(c)) == [] for c in COLLECTIONS)
     finally:
         stores.close()
+
+
+def test_search_prints_no_store_library_warnings(store):
+    """A person reads stderr: the store reads must not make lance print warnings on every search
+    (a projection without ``_distance`` did, once per vector retriever)."""
+    proc = mmrag("search", "invoice 4711", "--store", str(store))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "WARN" not in proc.stderr and "Deprecation" not in proc.stderr, proc.stderr[-2000:]
+    assert "invoice_4711.png" in proc.stdout
